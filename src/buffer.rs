@@ -1,0 +1,52 @@
+//! The interface every download-buffer implementation offers.
+
+use crate::{BufferId, Bytes, Error};
+
+/// A concurrent map from [`BufferId`] to payload bytes whose entries expire when idle.
+///
+/// Both implementations, the lock-free [`DownloadBuffer`](crate::DownloadBuffer) and the
+/// reference [`RwLockBuffer`](crate::RwLockBuffer), obey the same contract, checked by
+/// one conformance suite (`tests/conformance.rs`):
+///
+/// - [`set`](Buffer::set) stores or replaces, and resets the entry's life.
+/// - [`get`](Buffer::get) returns a clone of the stored value (for [`Bytes`] a reference
+///   count bump, never a copy of the bytes) and resets the entry's life.
+/// - [`delete`](Buffer::delete) removes; [`fetch_and_delete`](Buffer::fetch_and_delete)
+///   removes and returns atomically: of racing callers exactly one wins.
+/// - An entry stays visible for at least `expire` after its last `set` or `get`, and is
+///   gone no later than `expire + tick` after it while the janitor runs. Neither `get`
+///   nor `fetch_and_delete` ever returns an entry past that bound, even when the janitor
+///   has not swept it yet.
+/// - The janitor never removes an entry that was set or touched concurrently with it.
+/// - [`done`](Buffer::done) stops and joins the janitor; it is idempotent and safe from
+///   any thread; afterwards the buffer still serves every call, without expiry.
+///   Dropping the buffer does what `done` does and frees every entry.
+/// - Durations of any size are accepted (`Duration::MAX` means never); nothing
+///   overflows or panics.
+///
+/// The trait is object-safe: benchmarks and embedders can hold a `&dyn Buffer`.
+pub trait Buffer: Send + Sync {
+    /// Stores `data` under `id`, replacing any previous value, and resets the entry's life.
+    fn set(&self, id: BufferId, data: Bytes);
+
+    /// Returns the value under `id` if it is live, and resets the entry's life.
+    fn get(&self, id: &BufferId) -> Option<Bytes>;
+
+    /// Removes the entry under `id`, if any.
+    fn delete(&self, id: &BufferId);
+
+    /// Removes the entry under `id` and returns its value; of racing callers exactly one
+    /// gets it. A missing or expired id gives [`Error::NotFound`] naming the id.
+    fn fetch_and_delete(&self, id: &BufferId) -> Result<Bytes, Error>;
+
+    /// The number of entries held (live entries plus expired ones not yet swept).
+    fn len(&self) -> usize;
+
+    /// Whether [`len`](Buffer::len) is zero.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops and joins the janitor; idempotent. The buffer keeps serving calls, without expiry.
+    fn done(&self);
+}

@@ -1,0 +1,184 @@
+//! The reference design: the Go original done right.
+//!
+//! One `RwLock<HashMap>`; `get` takes the write lock because it slides the entry's life
+//! forward; a janitor thread scans every entry each tick. It keeps the Go design's shape
+//! (and its cost: every tick is O(entries held) and stalls writers) so that benchmarks can
+//! compare against it, but none of its defects (`shared/REFERENCE.md`, section 2):
+//! `get` and `fetch_and_delete` check the deadline themselves, the sweep re-checks each
+//! entry under the write lock before removing it, `done` is idempotent, and a missing id
+//! is a typed error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::require_nonzero;
+use crate::ticker::Ticker;
+use crate::{Buffer, BufferId, Bytes, Error};
+
+/// The lock-based reference buffer: one `RwLock<HashMap>` and a janitor that scans it all.
+///
+/// Same contract as every [`Buffer`]; see the trait for the semantics.
+///
+/// ```
+/// use std::time::Duration;
+/// use download_buffer::{BufferId, Bytes, ChunkHandle, RwLockBuffer};
+///
+/// let buffer = RwLockBuffer::new(Duration::from_secs(15), Duration::from_secs(60))?;
+/// let id = BufferId::new(ChunkHandle(7));
+/// buffer.set(id, Bytes::from_static(b"chunk bytes"));
+/// assert_eq!(buffer.fetch_and_delete(&id)?, Bytes::from_static(b"chunk bytes"));
+/// assert!(buffer.fetch_and_delete(&id).is_err());
+/// # Ok::<(), download_buffer::Error>(())
+/// ```
+pub struct RwLockBuffer {
+    shared: Arc<Shared>,
+    janitor: Ticker,
+}
+
+struct Shared {
+    map: RwLock<HashMap<BufferId, Slot, ahash::RandomState>>,
+    expire: Duration,
+}
+
+struct Slot {
+    data: Bytes,
+    /// When the entry was last set or read.
+    touched: Instant,
+}
+
+impl Slot {
+    fn is_expired(&self, now: Instant, expire: Duration) -> bool {
+        now.saturating_duration_since(self.touched) >= expire
+    }
+}
+
+impl RwLockBuffer {
+    /// Makes a buffer whose janitor runs every `tick` and drops entries idle for `expire`.
+    ///
+    /// Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when either is zero.
+    pub fn new(tick: Duration, expire: Duration) -> Result<RwLockBuffer, Error> {
+        require_nonzero("tick", tick)?;
+        require_nonzero("expire", expire)?;
+        let shared = Arc::new(Shared {
+            map: RwLock::new(HashMap::default()),
+            expire,
+        });
+        let swept = Arc::clone(&shared);
+        let janitor = Ticker::spawn("rwlock-buffer-janitor", tick, move || swept.sweep());
+        Ok(RwLockBuffer { shared, janitor })
+    }
+
+    /// Stores `data` under `id`, replacing any previous value, and resets the entry's life.
+    pub fn set(&self, id: BufferId, data: Bytes) {
+        let slot = Slot { data, touched: Instant::now() };
+        let replaced = self.shared.write().insert(id, slot);
+        drop(replaced); // outside the lock
+    }
+
+    /// Returns the value under `id` if it is live, and resets the entry's life.
+    pub fn get(&self, id: &BufferId) -> Option<Bytes> {
+        let now = Instant::now();
+        let mut map = self.shared.write();
+        let slot = map.get_mut(id)?;
+        if slot.is_expired(now, self.shared.expire) {
+            let expired = map.remove(id);
+            drop(map);
+            drop(expired);
+            return None;
+        }
+        slot.touched = now;
+        Some(slot.data.clone())
+    }
+
+    /// Removes the entry under `id`, if any.
+    pub fn delete(&self, id: &BufferId) {
+        let removed = self.shared.write().remove(id);
+        drop(removed);
+    }
+
+    /// Removes the entry under `id` and returns its value; of racing callers exactly one
+    /// gets it. A missing or expired id gives [`Error::NotFound`].
+    pub fn fetch_and_delete(&self, id: &BufferId) -> Result<Bytes, Error> {
+        let now = Instant::now();
+        let removed = self.shared.write().remove(id);
+        match removed {
+            Some(slot) if !slot.is_expired(now, self.shared.expire) => Ok(slot.data),
+            _ => Err(Error::NotFound { id: *id }),
+        }
+    }
+
+    /// The number of entries held (live ones plus expired ones the janitor has not swept).
+    pub fn len(&self) -> usize {
+        self.shared.read().len()
+    }
+
+    /// Whether the buffer holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops and joins the janitor; idempotent and safe from any thread. The buffer keeps
+    /// serving every call afterwards, without expiry.
+    pub fn done(&self) {
+        self.janitor.stop();
+    }
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, HashMap<BufferId, Slot, ahash::RandomState>> {
+        // Nothing panics while holding the lock, so a poisoned lock still holds a sound map.
+        self.map.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<BufferId, Slot, ahash::RandomState>> {
+        self.map.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One janitor tick: find expired entries under the read lock, then remove them under
+    /// the write lock, re-checking each one (an entry touched in between stays: the Go
+    /// original deleted it anyway). Removed values are dropped after the lock is released.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let candidates: Vec<BufferId> = self
+            .read()
+            .iter()
+            .filter(|(_, slot)| slot.is_expired(now, self.expire))
+            .map(|(id, _)| *id)
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let mut removed = Vec::with_capacity(candidates.len());
+        {
+            let mut map = self.write();
+            for id in &candidates {
+                if map.get(id).is_some_and(|slot| slot.is_expired(now, self.expire)) {
+                    removed.extend(map.remove(id));
+                }
+            }
+        }
+        drop(removed);
+    }
+}
+
+impl Buffer for RwLockBuffer {
+    fn set(&self, id: BufferId, data: Bytes) {
+        RwLockBuffer::set(self, id, data)
+    }
+    fn get(&self, id: &BufferId) -> Option<Bytes> {
+        RwLockBuffer::get(self, id)
+    }
+    fn delete(&self, id: &BufferId) {
+        RwLockBuffer::delete(self, id)
+    }
+    fn fetch_and_delete(&self, id: &BufferId) -> Result<Bytes, Error> {
+        RwLockBuffer::fetch_and_delete(self, id)
+    }
+    fn len(&self) -> usize {
+        RwLockBuffer::len(self)
+    }
+    fn done(&self) {
+        RwLockBuffer::done(self)
+    }
+}

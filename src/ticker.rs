@@ -1,0 +1,92 @@
+//! The janitor's thread: calls a closure once per tick until stopped.
+//!
+//! Both designs use it. Ticks and shutdown arrive on crossbeam channels and the thread
+//! waits on both with `select!`, so [`Ticker::stop`] wakes it at once instead of after
+//! up to one tick.
+
+use std::cell::UnsafeCell;
+use std::sync::Once;
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::Duration;
+
+use crossbeam_channel::{select, Receiver, Sender};
+
+/// A running janitor thread. Stopping is idempotent and safe from any thread.
+pub(crate) struct Ticker {
+    stopped: Once,
+    /// Taken exactly once, inside `stopped.call_once`.
+    running: UnsafeCell<Option<Running>>,
+    thread_id: ThreadId,
+}
+
+struct Running {
+    /// Dropping the sender is the shutdown signal.
+    shutdown: Sender<()>,
+    handle: JoinHandle<()>,
+}
+
+// SAFETY: `running` is only touched inside `stopped.call_once` (which runs its closure at
+// most once and makes every other caller wait until it has finished) or through `&mut self`
+// in `Drop`; all other fields are `Sync`.
+unsafe impl Sync for Ticker {}
+
+impl Ticker {
+    /// Spawns a thread named `name` that calls `on_tick` every `tick` until stopped.
+    /// A tick too long to schedule (beyond a century) never fires.
+    pub(crate) fn spawn<F>(name: &str, tick: Duration, mut on_tick: F) -> Ticker
+    where
+        F: FnMut() + Send + 'static,
+    {
+        let (shutdown, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
+        let ticks = ticks_every(tick);
+        let handle = thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || loop {
+                select! {
+                    recv(ticks) -> _ => on_tick(),
+                    recv(shutdown_rx) -> _ => return,
+                }
+            })
+            .expect("failed to spawn the janitor thread");
+        let thread_id = handle.thread().id();
+        Ticker {
+            stopped: Once::new(),
+            running: UnsafeCell::new(Some(Running { shutdown, handle })),
+            thread_id,
+        }
+    }
+
+    /// Signals the thread to stop and joins it. Every caller returns after the thread
+    /// has finished, except a call made on the janitor thread itself (from a value's
+    /// destructor, say), which only signals: the thread ends after its current tick.
+    pub(crate) fn stop(&self) {
+        self.stopped.call_once(|| {
+            // SAFETY: inside `call_once`: no other access to `running` can run concurrently.
+            let running = unsafe { (*self.running.get()).take() };
+            if let Some(Running { shutdown, handle }) = running {
+                drop(shutdown);
+                if thread::current().id() != self.thread_id {
+                    // A janitor that panicked has nothing left to stop.
+                    let _ = handle.join();
+                }
+            }
+        });
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A channel that delivers a message every `tick`; never, when `tick` is beyond a century
+/// (crossbeam's tick channel would overflow `Instant` arithmetic on later ticks).
+fn ticks_every(tick: Duration) -> Receiver<std::time::Instant> {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    if tick > CENTURY {
+        crossbeam_channel::never()
+    } else {
+        crossbeam_channel::tick(tick)
+    }
+}
