@@ -36,3 +36,6 @@ pub use bytes::Bytes;
 pub use error::Error;
 pub use id::{BufferId, ChunkHandle};
 pub use rwlock::RwLockBuffer;
+mod clock;
+mod sync;
+mod wheel;

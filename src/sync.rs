@@ -1,0 +1,62 @@
+//! The sync facade: every atomic, cell, `Arc`, thread-local and epoch use of the engine
+//! comes from here.
+//!
+//! Normal builds re-export `std` and `crossbeam-epoch` and pay nothing. Under
+//! `--cfg crossbeam_loom` the same names are loom's (and crossbeam-epoch is built on
+//! loom too), so the code the loom models check is the code users run.
+
+#[cfg(not(crossbeam_loom))]
+mod imp {
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::Arc;
+    pub(crate) use std::thread_local;
+
+    /// `std::cell::UnsafeCell` with loom's closure API (`with`, `with_mut`), so that loom
+    /// can track every access to janitor-private and payload memory.
+    #[derive(Debug)]
+    #[repr(transparent)]
+    pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+    impl<T> UnsafeCell<T> {
+        #[inline]
+        pub(crate) const fn new(value: T) -> UnsafeCell<T> {
+            UnsafeCell(std::cell::UnsafeCell::new(value))
+        }
+
+        #[inline]
+        pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+            f(self.0.get())
+        }
+
+        #[inline]
+        pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+            f(self.0.get())
+        }
+    }
+}
+
+#[cfg(crossbeam_loom)]
+mod imp {
+    pub(crate) use loom::cell::UnsafeCell;
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::Arc;
+    pub(crate) use loom::thread_local;
+}
+
+pub(crate) use imp::*;
+
+/// Epoch-based reclamation: crossbeam-epoch, built on loom's primitives under loom.
+pub(crate) use crossbeam_epoch as epoch;
+
+/// Pads and aligns a value to a cache line so that shards do not share lines.
+pub(crate) use crossbeam_utils::CachePadded;
+
+/// A small per-thread number used to pick a counter shard or an intake stripe, so that
+/// threads spread over them without any shared write.
+pub(crate) fn thread_index() -> usize {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    INDEX.with(|index| *index)
+}
