@@ -28,7 +28,9 @@ impl fmt::Display for Error {
             Error::ZeroDuration { parameter } => {
                 write!(f, "invalid {parameter}: the {parameter} duration must be greater than zero")
             }
-            Error::NotFound { id } => write!(f, "buffer id {id} not found (never stored, already consumed, or expired)"),
+            Error::NotFound { id } => {
+                write!(f, "buffer id {id} not found (never stored, already consumed, or expired)")
+            }
         }
     }
 }

@@ -33,10 +33,7 @@ impl BufferId {
     /// the id is then stamped one nanosecond after the previous one. No lock is taken
     /// (one compare-and-swap loop on a process-wide atomic).
     pub fn new(handle: ChunkHandle) -> BufferId {
-        BufferId {
-            handle,
-            timestamp: next_timestamp(unix_nanos()),
-        }
+        BufferId { handle, timestamp: next_timestamp(unix_nanos()) }
     }
 }
 

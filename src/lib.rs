@@ -7,8 +7,16 @@
 //! a janitor drops them. Every implementation offers the [`Buffer`] trait and obeys the
 //! contract written there:
 //!
+//! - [`DownloadBuffer`]: the lock-free engine. A split-ordered hash table with
+//!   crossbeam-epoch reclamation holds the entries; a hit extends an entry's deadline with
+//!   one CAS on the entry; a janitor owning a hierarchical timing wheel expires what is due,
+//!   in work proportional to the entries due, never to the entries held. It is
+//!   [`ExpiringMap`] (generic over key, value and hasher) at `BufferId → Bytes`.
 //! - [`RwLockBuffer`]: the reference design (one `RwLock<HashMap>`, a janitor that scans
 //!   every entry each tick), the Go original with its defects fixed.
+//!
+//! Expiry tests and embedders with their own event loop use manual mode
+//! ([`Builder::manual`]) and a [`ManualClock`].
 //!
 //! ```
 //! use std::time::Duration;
@@ -24,18 +32,29 @@
 //! # Ok::<(), download_buffer::Error>(())
 //! ```
 #![warn(missing_docs)]
+#![cfg_attr(doctest, doc = include_str!("../README.md"))]
 
 mod buffer;
+mod clock;
+mod download;
+mod engine;
 mod error;
 mod id;
+mod intake;
+mod janitor;
+mod reclaim;
 mod rwlock;
+mod sync;
+mod table;
 mod ticker;
+mod wheel;
 
 pub use buffer::Buffer;
 pub use bytes::Bytes;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use download::DownloadBuffer;
+pub use engine::{Builder, ExpiringMap, DEFAULT_JANITOR_BUDGET};
 pub use error::Error;
 pub use id::{BufferId, ChunkHandle};
+pub use janitor::{JanitorRun, JanitorStats};
 pub use rwlock::RwLockBuffer;
-mod clock;
-mod sync;
-mod wheel;

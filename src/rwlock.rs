@@ -60,10 +60,7 @@ impl RwLockBuffer {
     pub fn new(tick: Duration, expire: Duration) -> Result<RwLockBuffer, Error> {
         require_nonzero("tick", tick)?;
         require_nonzero("expire", expire)?;
-        let shared = Arc::new(Shared {
-            map: RwLock::new(HashMap::default()),
-            expire,
-        });
+        let shared = Arc::new(Shared { map: RwLock::new(HashMap::default()), expire });
         let swept = Arc::clone(&shared);
         let janitor = Ticker::spawn("rwlock-buffer-janitor", tick, move || swept.sweep());
         Ok(RwLockBuffer { shared, janitor })
@@ -140,12 +137,8 @@ impl Shared {
     /// original deleted it anyway). Removed values are dropped after the lock is released.
     fn sweep(&self) {
         let now = Instant::now();
-        let candidates: Vec<BufferId> = self
-            .read()
-            .iter()
-            .filter(|(_, slot)| slot.is_expired(now, self.expire))
-            .map(|(id, _)| *id)
-            .collect();
+        let candidates: Vec<BufferId> =
+            self.read().iter().filter(|(_, slot)| slot.is_expired(now, self.expire)).map(|(id, _)| *id).collect();
         if candidates.is_empty() {
             return;
         }

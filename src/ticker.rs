@@ -49,11 +49,7 @@ impl Ticker {
             })
             .expect("failed to spawn the janitor thread");
         let thread_id = handle.thread().id();
-        Ticker {
-            stopped: Once::new(),
-            running: UnsafeCell::new(Some(Running { shutdown, handle })),
-            thread_id,
-        }
+        Ticker { stopped: Once::new(), running: UnsafeCell::new(Some(Running { shutdown, handle })), thread_id }
     }
 
     /// Signals the thread to stop and joins it. Every caller returns after the thread

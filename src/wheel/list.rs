@@ -77,20 +77,15 @@ pub(crate) unsafe fn list_of<T: Timer>(timer: NonNull<T>) -> ListId {
 #[derive(Debug)]
 pub(crate) struct TimerList<T> {
     head: Option<NonNull<T>>,
-    len: usize,
 }
 
 impl<T: Timer> TimerList<T> {
     pub(crate) const fn new() -> TimerList<T> {
-        TimerList { head: None, len: 0 }
+        TimerList { head: None }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
         self.head.is_none()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.len
     }
 
     /// Files `timer` at the front of this list, recording `id` as where it is.
@@ -111,7 +106,6 @@ impl<T: Timer> TimerList<T> {
             set_links(timer, TimerLinks { prev: None, next: self.head, list: id });
         }
         self.head = Some(timer);
-        self.len += 1;
     }
 
     /// Takes the first timer off the list.
@@ -145,6 +139,5 @@ impl<T: Timer> TimerList<T> {
             }
             set_links(timer, TimerLinks::new());
         }
-        self.len -= 1;
     }
 }

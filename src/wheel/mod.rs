@@ -194,6 +194,12 @@ impl<T: Timer> Wheel<T> {
         }
     }
 
+    /// Whether a timer is due at or before `now` (a run stopped by its budget left some).
+    pub(crate) fn has_due(&self, now: u64) -> bool {
+        self.in_progress.is_some_and(|id| !self.list(id).is_empty())
+            || self.next_expiration().is_some_and(|(_, deadline)| deadline <= now)
+    }
+
     /// Moves the wheel's time to `now` once nothing is due before it; does nothing while
     /// due timers remain (a run stopped by its budget).
     pub(crate) fn advance_to(&mut self, now: u64) {
@@ -231,6 +237,18 @@ impl<T: Timer> Wheel<T> {
             return Some((OVERFLOW, turn));
         }
         None
+    }
+
+    fn list(&self, id: ListId) -> &TimerList<T> {
+        match id {
+            OVERFLOW => &self.overflow,
+            NEVER_LIST => &self.never,
+            TURNED => &self.turned,
+            slot => {
+                let slot = slot as usize;
+                &self.levels[slot / SLOTS].slots[slot % SLOTS]
+            }
+        }
     }
 
     fn list_mut(&mut self, id: ListId) -> &mut TimerList<T> {

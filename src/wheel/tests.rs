@@ -19,10 +19,14 @@ unsafe impl Timer for TestTimer {
     }
 }
 
+// Boxed so that each timer keeps its address while the wheel links to it.
+#[allow(clippy::vec_box)]
 fn timers(deadlines: &[u64]) -> Vec<Box<TestTimer>> {
     deadlines
         .iter()
-        .map(|&deadline| Box::new(TestTimer { links: UnsafeCell::new(TimerLinks::new()), deadline, fired_at: None, seen: 0 }))
+        .map(|&deadline| {
+            Box::new(TestTimer { links: UnsafeCell::new(TimerLinks::new()), deadline, fired_at: None, seen: 0 })
+        })
         .collect()
 }
 

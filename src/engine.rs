@@ -1,0 +1,402 @@
+//! [`ExpiringMap`]: the lock-free engine, generic over key, value and hasher.
+//!
+//! A split-ordered hash table ([`crate::table`]) holds the entries; each entry carries an
+//! atomic `life` word with its deadline in wheel ticks. A hit extends the deadline with
+//! one CAS on that word, and only when it would move by at least one tick. The janitor
+//! ([`crate::janitor`]) owns a hierarchical timing wheel, hears of new and removed
+//! entries through striped intakes, and expires one wheel tick's worth of entries per
+//! run. See `docs/design.md` for the invariants and the proofs.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock, TimeScale};
+use crate::error::require_nonzero;
+use crate::intake::Intake;
+use crate::janitor::{Janitor, JanitorRun, JanitorStats};
+use crate::reclaim::destroy;
+use crate::sync::{epoch, Arc, AtomicU64, Ordering};
+use crate::table::{life, new_entry, Table};
+use crate::ticker::Ticker;
+use crate::wheel::levels_for;
+use crate::Error;
+
+/// Entries a janitor run expires or re-files at most, by default; the rest waits for the
+/// next run, so a mass expiry never turns into one long run.
+pub const DEFAULT_JANITOR_BUDGET: usize = 1 << 18;
+
+/// The coarse time's value once the janitor has stopped: callers then read the clock.
+const READ_THE_CLOCK: u64 = u64::MAX;
+
+/// A lock-free concurrent map whose entries expire when idle, with a timing-wheel janitor.
+///
+/// Same contract as [`Buffer`](crate::Buffer) (see there), for any key and value:
+/// [`set`](Self::set), [`get`](Self::get), [`delete`](Self::delete),
+/// [`fetch_and_delete`](Self::fetch_and_delete) and [`len`](Self::len) take no lock, never
+/// wait for the janitor, and `get` never allocates (beyond what `V::clone` does).
+///
+/// ```
+/// use std::time::Duration;
+/// use download_buffer::{ExpiringMap, ManualClock};
+///
+/// // Manual mode: no janitor thread; time moves when the clock is told to.
+/// let clock = ManualClock::new();
+/// let map: ExpiringMap<u64, String> = ExpiringMap::builder(Duration::from_secs(1), Duration::from_secs(10))
+///     .clock(clock.clone())
+///     .manual()
+///     .build()?;
+/// map.set(7, "seven".to_string());
+/// clock.advance(Duration::from_secs(5));
+/// map.run_janitor();
+/// assert_eq!(map.get(&7).as_deref(), Some("seven")); // the get extends its life
+/// clock.advance(Duration::from_secs(12));
+/// map.run_janitor();
+/// assert_eq!(map.get(&7), None);
+/// assert!(map.is_empty());
+/// # Ok::<(), download_buffer::Error>(())
+/// ```
+pub struct ExpiringMap<K, V, S = ahash::RandomState> {
+    /// Stopped (and joined) before `core` is released.
+    ticker: Option<Ticker>,
+    core: Arc<Core<K, V, S>>,
+}
+
+/// Everything the callers and the janitor thread share.
+struct Core<K, V, S> {
+    table: Table<K, V, S>,
+    /// New entries, for the janitor to file.
+    fresh: Intake<K, V>,
+    janitor: Janitor<K, V>,
+    scale: TimeScale,
+    clock: Box<dyn Clock>,
+    /// The coarse time in wheel ticks, published by the janitor; [`READ_THE_CLOCK`] once
+    /// it has stopped. The hot path's only notion of time.
+    now: AtomicU64,
+}
+
+/// Configures an [`ExpiringMap`]: clock, manual mode, capacity, janitor budget, hasher.
+pub struct Builder<S = ahash::RandomState> {
+    tick: Duration,
+    expire: Duration,
+    clock: Option<Box<dyn Clock>>,
+    manual: bool,
+    capacity: usize,
+    budget: usize,
+    hasher: S,
+}
+
+impl Builder {
+    /// A builder for a map whose janitor runs every `tick` and drops entries idle for `expire`.
+    pub fn new(tick: Duration, expire: Duration) -> Builder {
+        Builder {
+            tick,
+            expire,
+            clock: None,
+            manual: false,
+            capacity: 0,
+            budget: DEFAULT_JANITOR_BUDGET,
+            hasher: ahash::RandomState::new(),
+        }
+    }
+}
+
+impl<S> Builder<S> {
+    /// Reads time from `clock` instead of the monotonic system clock.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Box::new(clock));
+        self
+    }
+
+    /// Manual mode: no janitor thread. Expiry happens when the embedder calls
+    /// [`ExpiringMap::run_janitor`] (from its own event loop, or a test after moving a
+    /// [`ManualClock`](crate::ManualClock)); the coarse time moves only then.
+    pub fn manual(mut self) -> Self {
+        self.manual = true;
+        self
+    }
+
+    /// Sizes the bucket directory for `entries` up front (the table grows on its own anyway).
+    pub fn initial_capacity(mut self, entries: usize) -> Self {
+        self.capacity = entries;
+        self
+    }
+
+    /// At most `entries` due timers handled per janitor run (at least 1); the rest waits
+    /// for the next run.
+    pub fn janitor_budget(mut self, entries: usize) -> Self {
+        self.budget = entries.max(1);
+        self
+    }
+
+    /// Hashes keys with `hasher` instead of ahash.
+    pub fn hasher<S2>(self, hasher: S2) -> Builder<S2> {
+        Builder {
+            tick: self.tick,
+            expire: self.expire,
+            clock: self.clock,
+            manual: self.manual,
+            capacity: self.capacity,
+            budget: self.budget,
+            hasher,
+        }
+    }
+
+    /// Builds the map. Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when
+    /// either is zero.
+    pub fn build<K, V>(self) -> Result<ExpiringMap<K, V, S>, Error>
+    where
+        K: Hash + Eq + Send + Sync + 'static,
+        V: Clone + Send + Sync + 'static,
+        S: BuildHasher + Send + Sync + 'static,
+    {
+        require_nonzero("tick", self.tick)?;
+        require_nonzero("expire", self.expire)?;
+        let scale = TimeScale::new(self.tick, self.expire);
+        let clock = self.clock.unwrap_or_else(|| Box::new(SystemClock::new()));
+        let now = scale.ticks(clock.now());
+        let buckets = self.capacity / 2;
+        let core = Arc::new(Core {
+            table: Table::new(buckets, self.hasher),
+            fresh: Intake::new(),
+            // Deadlines lie at most `expire + 2` ticks ahead of the wheel.
+            janitor: Janitor::new(levels_for(scale.expire_ticks.saturating_add(2)), now, self.budget),
+            scale,
+            clock,
+            now: AtomicU64::new(now),
+        });
+        let ticker = if self.manual {
+            None
+        } else {
+            let resolution = Duration::from_nanos(scale.resolution_nanos);
+            let janitor = Arc::clone(&core);
+            Some(Ticker::spawn("download-buffer-janitor", resolution, move || {
+                janitor.run_janitor();
+            }))
+        };
+        Ok(ExpiringMap { ticker, core })
+    }
+}
+
+impl<K, V> ExpiringMap<K, V, ahash::RandomState>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A map whose janitor thread runs every `tick` and drops entries idle for `expire`.
+    ///
+    /// Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when either is zero.
+    pub fn new(tick: Duration, expire: Duration) -> Result<Self, Error> {
+        Builder::new(tick, expire).build()
+    }
+
+    /// A [`Builder`] for a map with a custom clock, manual mode, capacity or hasher.
+    pub fn builder(tick: Duration, expire: Duration) -> Builder {
+        Builder::new(tick, expire)
+    }
+}
+
+impl<K, V, S> ExpiringMap<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// Stores `value` under `key`, replacing any previous value, and resets the entry's life.
+    pub fn set(&self, key: K, value: V) {
+        self.core.set(key, value)
+    }
+
+    /// A clone of the value under `key` if it is live; extends the entry's life.
+    pub fn get(&self, key: &K) -> Option<V> {
+        self.core.get(key)
+    }
+
+    /// Removes the entry under `key`, if any. Returns whether this call removed a live one.
+    pub fn delete(&self, key: &K) -> bool {
+        self.core.delete(key)
+    }
+
+    /// Removes the entry under `key` and returns its value; of racing callers exactly one
+    /// gets it. `None` when the key is missing or expired.
+    pub fn fetch_and_delete(&self, key: &K) -> Option<V> {
+        self.core.fetch_and_delete(key)
+    }
+
+    /// The number of entries held (live ones plus expired ones the janitor has not
+    /// removed yet). Exact when no call runs concurrently.
+    pub fn len(&self) -> usize {
+        self.core.table.len()
+    }
+
+    /// Whether [`len`](Self::len) is zero.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops and joins the janitor; idempotent and safe from any thread. The map keeps
+    /// serving every call afterwards, without expiry sweeps; `get` and
+    /// `fetch_and_delete` still never return an entry past its deadline.
+    pub fn done(&self) {
+        if let Some(ticker) = &self.ticker {
+            ticker.stop();
+        }
+        self.core.janitor.stop(&self.core.table, &self.core.fresh);
+        self.core.now.store(READ_THE_CLOCK, Ordering::Release);
+    }
+
+    /// Runs the janitor once, now: reads the clock, takes the intakes, expires what is due
+    /// (up to the budget). Manual-mode embedders call this from their event loop; with a
+    /// janitor thread it is harmless (a run already in progress makes this one a no-op).
+    pub fn run_janitor(&self) -> JanitorRun {
+        self.core.run_janitor()
+    }
+
+    /// Counters over the janitor's life.
+    pub fn janitor_stats(&self) -> JanitorStats {
+        self.core.janitor.stats()
+    }
+}
+
+impl<K, V, S> Core<K, V, S>
+where
+    K: Hash + Eq,
+    V: Clone,
+    S: BuildHasher,
+{
+    /// The coarse time in wheel ticks: one atomic load while the janitor runs.
+    fn now(&self) -> u64 {
+        match self.now.load(Ordering::Acquire) {
+            READ_THE_CLOCK => self.scale.ticks(self.clock.now()),
+            now => now,
+        }
+    }
+
+    fn set(&self, key: K, value: V) {
+        let guard = epoch::pin();
+        let hash = self.table.hash(&key);
+        let mut state = self.scale.deadline_after_touch(self.now());
+        let janitor_gone = self.table.janitor_gone();
+        if janitor_gone {
+            // Nobody will take it from the intake: it counts as taken already, so its
+            // unlinker retires it (see `Table::unlink`).
+            state |= life::TAKEN;
+        }
+        let entry = new_entry(key, value, hash, state);
+        // SAFETY: a fresh `Box::into_raw` entry, unpublished, keyed with `self.table`'s hash.
+        let _replaced = unsafe { self.table.insert(entry, &guard) };
+        if !janitor_gone {
+            // SAFETY: alive (only the janitor frees entries, and only after taking them
+            // from this intake or seeing them unlinked and untaken) and on no intake.
+            unsafe { self.fresh.push(entry) };
+        }
+    }
+
+    fn get(&self, key: &K) -> Option<V> {
+        let guard = epoch::pin();
+        let now = self.now();
+        let entry = self.table.find(key, self.table.hash(key), &guard)?;
+        let mut state = entry.load_life();
+        loop {
+            if state & life::EXPIRED != 0 || life::deadline(state) <= now {
+                return None;
+            }
+            let wanted = self.scale.deadline_after_touch(now);
+            if wanted <= life::deadline(state) {
+                break; // the deadline would move by less than a tick: write nothing
+            }
+            // The touch. It fails if the janitor claimed the entry first (EXPIRED).
+            match entry.life.compare_exchange_weak(
+                state,
+                (state & !life::DEADLINE) | wanted,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(seen) => state = seen,
+            }
+        }
+        Some(entry.value.clone())
+    }
+
+    fn delete(&self, key: &K) -> bool {
+        let guard = epoch::pin();
+        let hash = self.table.hash(key);
+        loop {
+            let Some(entry) = self.table.find(key, hash, &guard) else { return false };
+            if self.table.remove(entry, &guard) {
+                return true;
+            }
+            // Removed (or replaced) under us: look again.
+        }
+    }
+
+    fn fetch_and_delete(&self, key: &K) -> Option<V> {
+        let guard = epoch::pin();
+        let hash = self.table.hash(key);
+        let now = self.now();
+        loop {
+            let entry = self.table.find(key, hash, &guard)?;
+            let state = entry.load_life();
+            if state & life::EXPIRED != 0 || life::deadline(state) <= now {
+                return None; // expired: the janitor removes it
+            }
+            // Readers may be cloning the value concurrently, so it is cloned here too; the
+            // entry (and its copy) is freed after the epoch moves on.
+            let value = entry.value.clone();
+            if self.table.remove(entry, &guard) {
+                return Some(value);
+            }
+        }
+    }
+
+    fn run_janitor(&self) -> JanitorRun {
+        let now = self.scale.ticks(self.clock.now());
+        if !self.janitor.is_stopped() {
+            // Publish the coarse time; never move it back (a custom clock might).
+            let _ = self.now.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                (current != READ_THE_CLOCK && now > current).then_some(now)
+            });
+        }
+        self.janitor.run(now, &self.table, &self.fresh)
+    }
+}
+
+impl<K, V, S> Drop for ExpiringMap<K, V, S> {
+    fn drop(&mut self) {
+        // Join the janitor thread first: afterwards this is the last handle on the core.
+        if let Some(ticker) = self.ticker.take() {
+            ticker.stop();
+        }
+    }
+}
+
+impl<K, V, S> Drop for Core<K, V, S> {
+    /// Frees the entries only the intake of new entries holds; the table frees the rest.
+    fn drop(&mut self) {
+        // New entries the janitor never took: those already unlinked are owned by the
+        // intake alone; the others are still linked and freed with the list below.
+        self.fresh.take_all(|entry| {
+            // SAFETY: `&mut self`: no other thread; intake entries are alive.
+            if unsafe { (*entry).load_life() } & life::UNLINKED != 0 {
+                // SAFETY: unlinked, so not in the list; only this intake held it.
+                unsafe { destroy(entry) };
+            }
+        });
+        // The table's own drop (next) frees the linked entries and its unlinked intake.
+        // Entries the janitor retired earlier are the epoch's: push it along so they go now.
+        for _ in 0..4 {
+            epoch::pin().flush();
+        }
+    }
+}
+
+impl<K, V, S> fmt::Debug for ExpiringMap<K, V, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExpiringMap")
+            .field("len", &self.core.table.len())
+            .field("scale", &self.core.scale)
+            .field("janitor_thread", &self.ticker.is_some())
+            .finish()
+    }
+}

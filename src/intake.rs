@@ -1,0 +1,69 @@
+//! Striped lock-free stacks that hand entries to the janitor.
+//!
+//! Each thread pushes onto the stripe its [`thread_index`] picks, with one CAS on that
+//! stripe's head: there is no single point every `set` contends on. The janitor takes a
+//! whole stripe at once with a `swap`, so pops never race pushes (no ABA).
+//!
+//! An entry is linked through its own `intake_next` field, so pushing never allocates.
+//! It sits on at most one intake at a time (`docs/design.md`, "Hand-offs").
+
+use std::ptr;
+
+use crate::sync::{thread_index, AtomicPtr, CachePadded, Ordering};
+use crate::table::Entry;
+
+/// The head of one stripe's stack.
+type Stripe<K, V> = CachePadded<AtomicPtr<Entry<K, V>>>;
+
+pub(crate) struct Intake<K, V> {
+    stripes: Box<[Stripe<K, V>]>,
+}
+
+impl<K, V> Intake<K, V> {
+    pub(crate) fn new() -> Intake<K, V> {
+        let stripes = if cfg!(crossbeam_loom) {
+            2
+        } else {
+            let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+            (cpus * 2).next_power_of_two().min(64)
+        };
+        Intake { stripes: (0..stripes).map(|_| CachePadded::new(AtomicPtr::new(ptr::null_mut()))).collect() }
+    }
+
+    /// Pushes `entry`.
+    ///
+    /// # Safety
+    /// `entry` is alive, on no intake, and stays alive until the janitor takes it; nobody
+    /// else writes its `intake_next` meanwhile.
+    pub(crate) unsafe fn push(&self, entry: *mut Entry<K, V>) {
+        let stripe = &self.stripes[thread_index() & (self.stripes.len() - 1)];
+        let mut head = stripe.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the caller guarantees `entry` is alive and its `intake_next` ours.
+            unsafe { (*entry).intake_next.store(head, Ordering::Relaxed) };
+            // Release: the janitor that takes the stripe sees `intake_next` and everything
+            // written to the entry before the push.
+            match stripe.compare_exchange_weak(head, entry, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(seen) => head = seen,
+            }
+        }
+    }
+
+    /// Takes every pushed entry and calls `f` on each. `f` may push the entry onto another
+    /// intake: its `intake_next` has been read before `f` runs.
+    pub(crate) fn take_all(&self, mut f: impl FnMut(*mut Entry<K, V>)) -> usize {
+        let mut taken = 0;
+        for stripe in self.stripes.iter() {
+            let mut next = stripe.swap(ptr::null_mut(), Ordering::Acquire);
+            while !next.is_null() {
+                let entry = next;
+                // SAFETY: pushed entries stay alive until taken, and this swap took them.
+                next = unsafe { (*entry).intake_next.load(Ordering::Relaxed) };
+                f(entry);
+                taken += 1;
+            }
+        }
+        taken
+    }
+}

@@ -1,0 +1,328 @@
+//! The janitor: the only owner of the timing wheel and the only thread that frees entries.
+//!
+//! Each run (every quarter `tick` on the janitor thread, or whenever an embedder in
+//! manual mode calls it):
+//!
+//! 1. reads the clock once and publishes the coarse time that the hot path reads;
+//! 2. takes new entries from the intake and files them in the wheel (or frees them at
+//!    once if they were already unlinked from the table);
+//! 3. takes unlinked entries from the table's intake, unfiles them and retires them;
+//! 4. hands out due timers, at most `budget` of them: an entry whose deadline moved is
+//!    filed again; one that is due is claimed with a CAS on its `life` word and removed
+//!    from the table; the rest of a mass expiry waits for the next run;
+//! 5. retires its own removals and pushes the epoch forward so that retired entries
+//!    (and their values) are freed before the next run.
+//!
+//! Nothing here ever blocks a caller: callers never wait for the janitor, and the janitor
+//! only takes a try-lock against a second janitor run (an embedder calling
+//! [`run`](Janitor::run) from two threads).
+
+use std::ptr::NonNull;
+
+use crate::intake::Intake;
+use crate::reclaim::{self, retire};
+use crate::sync::epoch::{self, Guard};
+use crate::sync::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use crate::table::{life, Entry, Table};
+use crate::wheel::{self, Wheel};
+
+/// What one janitor run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JanitorRun {
+    /// The wheel tick the run advanced to.
+    pub now: u64,
+    /// New entries filed in the wheel.
+    pub filed: usize,
+    /// Due timers handed out by the wheel (at most the budget).
+    pub handled: usize,
+    /// Entries this run expired.
+    pub expired: usize,
+    /// Removed entries handed to the epoch for freeing.
+    pub retired: usize,
+    /// Whether due timers were left for the next run (the budget ran out).
+    pub more_due: bool,
+    /// Entries filed in the wheel after the run.
+    pub timers: usize,
+    /// Whether the run did nothing because another run was in progress or the janitor
+    /// was stopped.
+    pub skipped: bool,
+}
+
+/// Counters over the janitor's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JanitorStats {
+    /// Runs completed.
+    pub runs: u64,
+    /// Entries expired.
+    pub expired: u64,
+    /// Removed entries handed to the epoch for freeing.
+    pub retired: u64,
+    /// Entries whose drop panicked (process-wide: drops run wherever the epoch runs them).
+    pub drop_panics: u64,
+}
+
+/// The janitor's private state and the try-lock that guards it.
+pub(crate) struct Janitor<K, V> {
+    running: AtomicBool,
+    /// Set by `done`; the run that holds the try-lock then (or the stopper itself)
+    /// makes the last run and sets `stopped`.
+    stop_requested: AtomicBool,
+    /// Set once the janitor has stopped for good.
+    stopped: AtomicBool,
+    wheel: UnsafeCell<Wheel<Entry<K, V>>>,
+    budget: usize,
+    runs: AtomicU64,
+    expired: AtomicU64,
+    retired: AtomicU64,
+}
+
+// SAFETY: the wheel (raw pointers to entries) is only touched by the holder of `running`.
+unsafe impl<K: Send + Sync, V: Send + Sync> Send for Janitor<K, V> {}
+// SAFETY: as above.
+unsafe impl<K: Send + Sync, V: Send + Sync> Sync for Janitor<K, V> {}
+
+/// Releases the janitor's try-lock, also when a run unwinds.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        // SeqCst, with the CAS in `try_lock` and the `stop_requested` accesses: a stopper
+        // that fails to take the lock is then sure the holder sees its request.
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+impl<K, V> Janitor<K, V> {
+    pub(crate) fn new(levels: usize, now: u64, budget: usize) -> Janitor<K, V> {
+        Janitor {
+            running: AtomicBool::new(false),
+            stop_requested: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            wheel: UnsafeCell::new(Wheel::new(levels, now)),
+            budget: budget.max(1),
+            runs: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn stats(&self) -> JanitorStats {
+        JanitorStats {
+            runs: self.runs.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            retired: self.retired.load(Ordering::Relaxed),
+            drop_panics: reclaim::drop_panics(),
+        }
+    }
+
+    fn try_lock(&self) -> Option<Running<'_>> {
+        self.running
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .ok()
+            .map(|_| Running(&self.running))
+    }
+}
+
+impl<K, V> Janitor<K, V>
+where
+    K: std::hash::Hash + Eq,
+{
+    /// One run up to wheel tick `now`; see the module documentation.
+    pub(crate) fn run<S: std::hash::BuildHasher>(
+        &self,
+        now: u64,
+        table: &Table<K, V, S>,
+        fresh: &Intake<K, V>,
+    ) -> JanitorRun {
+        let report = self.run_once(now, table, fresh);
+        self.finish_stop(table, fresh);
+        report
+    }
+
+    fn run_once<S: std::hash::BuildHasher>(
+        &self,
+        now: u64,
+        table: &Table<K, V, S>,
+        fresh: &Intake<K, V>,
+    ) -> JanitorRun {
+        let Some(_running) = self.try_lock() else {
+            return JanitorRun { skipped: true, ..JanitorRun::default() };
+        };
+        if self.is_stopped() {
+            return JanitorRun { skipped: true, ..JanitorRun::default() };
+        }
+        self.wheel.with_mut(|wheel| {
+            // SAFETY: holding `running` gives exclusive access to the wheel.
+            let wheel = unsafe { &mut *wheel };
+            let report = self.run_locked(wheel, now, table, fresh);
+            self.runs.fetch_add(1, Ordering::Relaxed);
+            self.expired.fetch_add(report.expired as u64, Ordering::Relaxed);
+            self.retired.fetch_add(report.retired as u64, Ordering::Relaxed);
+            report
+        })
+    }
+
+    fn run_locked<S: std::hash::BuildHasher>(
+        &self,
+        wheel: &mut Wheel<Entry<K, V>>,
+        now: u64,
+        table: &Table<K, V, S>,
+        fresh: &Intake<K, V>,
+    ) -> JanitorRun {
+        let now = now.max(wheel.elapsed());
+        let mut report = JanitorRun { now, ..JanitorRun::default() };
+        let guard = epoch::pin();
+        take_fresh(wheel, fresh, now, table, &guard, &mut report);
+        take_unlinked(wheel, table, &guard, &mut report);
+        while report.handled < self.budget {
+            let Some(entry) = wheel.pop_due(now) else { break };
+            report.handled += 1;
+            // SAFETY: filed entries are alive: only the janitor frees them, and only after
+            // taking them off the wheel.
+            unsafe { expire_or_refile(wheel, entry, now, table, &guard, &mut report) };
+        }
+        report.more_due = wheel.has_due(now);
+        report.timers = wheel.len();
+        wheel.advance_to(now);
+        take_unlinked(wheel, table, &guard, &mut report);
+        guard.flush();
+        drop(guard);
+        // Push the epoch on so that what this run retired is freed now, not whenever other
+        // threads happen to collect: each flush may advance the epoch once and frees up
+        // to a few hundred retired entries.
+        for _ in 0..3 + report.retired / 256 {
+            epoch::pin().flush();
+        }
+        report
+    }
+
+    /// Stops the janitor for good: a last run takes the intakes (so that nothing is left
+    /// on them for a janitor that will never come), then removers retire entries
+    /// themselves. Never waits: if a run is in progress (another thread's manual run, or
+    /// this very thread, when a destructor calls `done` during a run), that run makes
+    /// the last run as it finishes.
+    pub(crate) fn stop<S: std::hash::BuildHasher>(&self, table: &Table<K, V, S>, fresh: &Intake<K, V>) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        self.finish_stop(table, fresh);
+    }
+
+    fn finish_stop<S: std::hash::BuildHasher>(&self, table: &Table<K, V, S>, fresh: &Intake<K, V>) {
+        if !self.stop_requested.load(Ordering::SeqCst) || self.is_stopped() {
+            return;
+        }
+        let Some(_running) = self.try_lock() else {
+            return; // the holder sees the request when it releases the lock
+        };
+        if self.is_stopped() {
+            return;
+        }
+        self.wheel.with_mut(|wheel| {
+            // SAFETY: holding `running` gives exclusive access to the wheel.
+            let wheel = unsafe { &mut *wheel };
+            let guard = epoch::pin();
+            let mut report = JanitorRun::default();
+            let now = wheel.elapsed();
+            take_fresh(wheel, fresh, now, table, &guard, &mut report);
+            take_unlinked(wheel, table, &guard, &mut report);
+        });
+        // From here on, removers retire entries themselves.
+        table.mark_janitor_gone();
+        self.stopped.store(true, Ordering::Release);
+    }
+}
+
+/// Step 2: file new entries, or free those already unlinked.
+fn take_fresh<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    wheel: &mut Wheel<Entry<K, V>>,
+    fresh: &Intake<K, V>,
+    now: u64,
+    table: &Table<K, V, S>,
+    guard: &Guard,
+    report: &mut JanitorRun,
+) {
+    fresh.take_all(|entry| {
+        // SAFETY: entries on the intake are alive: only the janitor frees them.
+        let before = unsafe { (*entry).life.fetch_or(life::TAKEN, Ordering::AcqRel) };
+        if before & life::UNLINKED != 0 {
+            // Unlinked before we took it: the unlinker left it to us (see `Table::unlink`).
+            // SAFETY: unlinked, on no list or intake now; we are its only owner.
+            unsafe { retire(entry, guard) };
+            report.retired += 1;
+            return;
+        }
+        let timer = NonNull::new(entry).expect("intake entries are non-null");
+        // SAFETY: alive as above, and on no wheel list yet.
+        match unsafe { wheel.insert(timer, life::deadline(before)) } {
+            Ok(()) => report.filed += 1,
+            // Due already: decide now.
+            // SAFETY: as above.
+            Err(timer) => unsafe { expire_or_refile(wheel, timer, now, table, guard, report) },
+        }
+    });
+}
+
+/// Step 3: retire entries the table unlinked after we took them.
+fn take_unlinked<K, V, S>(
+    wheel: &mut Wheel<Entry<K, V>>,
+    table: &Table<K, V, S>,
+    guard: &Guard,
+    report: &mut JanitorRun,
+) {
+    table.unlinked().take_all(|entry| {
+        let timer = NonNull::new(entry).expect("intake entries are non-null");
+        // SAFETY: alive until we retire it; only the janitor touches its timer links.
+        unsafe {
+            wheel.remove(timer);
+            retire(entry, guard);
+        }
+        report.retired += 1;
+    });
+}
+
+/// Step 4 for one handed-out timer: file it again if its deadline moved past `now`,
+/// claim and remove it if it is due, leave it unfiled if it was removed meanwhile.
+///
+/// # Safety
+/// `timer` is a live entry on no wheel list.
+unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    wheel: &mut Wheel<Entry<K, V>>,
+    timer: NonNull<Entry<K, V>>,
+    now: u64,
+    table: &Table<K, V, S>,
+    guard: &Guard,
+    report: &mut JanitorRun,
+) {
+    // SAFETY: the caller guarantees the entry is alive.
+    let entry = unsafe { timer.as_ref() };
+    debug_assert_eq!(unsafe { wheel::list_of(timer) }, wheel::NOT_FILED);
+    let mut state = entry.load_life();
+    loop {
+        if state & (life::UNLINKED | life::EXPIRED) != 0 || entry.is_removed() {
+            // Removed by someone else: its unlink hand-off retires it; keep it unfiled.
+            return;
+        }
+        let deadline = life::deadline(state);
+        if deadline > now {
+            // Touched since it was filed: lazy re-filing.
+            // SAFETY: alive and unfiled, as the caller guarantees.
+            let filed = unsafe { wheel.insert(timer, deadline) };
+            debug_assert!(filed.is_ok(), "deadline {deadline} > now {now} >= elapsed");
+            return;
+        }
+        // Due. The CAS decides the race with touches: a touch that moved the deadline
+        // first makes it fail (and we look again); once it succeeds, every touch fails.
+        match entry.life.compare_exchange(state, state | life::EXPIRED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                if table.remove(entry, guard) {
+                    report.expired += 1;
+                }
+                return;
+            }
+            Err(seen) => state = seen,
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The nodes of the table's list: bucket dummies (a bare [`Link`]) and entries.
+
+use std::ptr::{self, NonNull};
+
+use crate::clock::NEVER;
+use crate::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell};
+use crate::wheel::{Timer, TimerLinks};
+
+/// The low pointer bit of a `next` field: set when its node is logically removed.
+pub(crate) const MARK: usize = 1;
+
+/// The list links common to every node. The first field of [`Entry`], so a pointer to a
+/// regular node's `Link` is a pointer to its `Entry`.
+#[repr(C)]
+pub(crate) struct Link {
+    /// The successor, tagged with [`MARK`] once this node is logically removed; frozen
+    /// from then on.
+    pub(crate) next: AtomicPtr<Link>,
+    /// The split-order key: bit-reversed hash. Odd for entries, even for bucket dummies.
+    pub(crate) so_key: u64,
+}
+
+impl Link {
+    pub(crate) fn new(so_key: u64) -> Link {
+        Link { next: AtomicPtr::new(ptr::null_mut()), so_key }
+    }
+
+    /// Whether this node is an [`Entry`] (as opposed to a bucket dummy).
+    pub(crate) fn is_entry(&self) -> bool {
+        self.so_key & 1 == 1
+    }
+}
+
+/// The split-order key of an entry with hash `hash` (odd: the top hash bit is replaced by
+/// a set bit that reverses into bit 0).
+pub(crate) fn entry_key(hash: u64) -> u64 {
+    (hash | 1 << 63).reverse_bits()
+}
+
+/// The split-order key of bucket `bucket`'s dummy (even).
+pub(crate) fn dummy_key(bucket: usize) -> u64 {
+    (bucket as u64).reverse_bits()
+}
+
+/// The hash an entry's split-order key came from (without its top bit).
+pub(crate) fn hash_of(so_key: u64) -> u64 {
+    so_key.reverse_bits() & !(1 << 63)
+}
+
+pub(crate) fn is_marked(ptr: *mut Link) -> bool {
+    ptr.addr() & MARK != 0
+}
+
+pub(crate) fn marked(ptr: *mut Link) -> *mut Link {
+    ptr.map_addr(|addr| addr | MARK)
+}
+
+pub(crate) fn unmarked(ptr: *mut Link) -> *mut Link {
+    ptr.map_addr(|addr| addr & !MARK)
+}
+
+/// The `life` word of an entry: the deadline in wheel ticks in the low 60 bits, and
+/// three flags that settle who does what with the entry (see `docs/design.md`).
+pub(crate) mod life {
+    /// Bits holding the deadline: the first wheel tick at which the entry is dead.
+    pub(crate) const DEADLINE: u64 = super::NEVER;
+    /// The janitor has taken the entry from the intake of new entries.
+    pub(crate) const TAKEN: u64 = 1 << 60;
+    /// The entry has been physically unlinked from the table.
+    pub(crate) const UNLINKED: u64 = 1 << 61;
+    /// The janitor has claimed the entry for expiry; touches fail from then on.
+    pub(crate) const EXPIRED: u64 = 1 << 62;
+
+    pub(crate) fn deadline(life: u64) -> u64 {
+        life & DEADLINE
+    }
+}
+
+/// A stored key and value, with the state the table, the janitor and the wheel share.
+#[repr(C)]
+pub(crate) struct Entry<K, V> {
+    pub(crate) link: Link,
+    /// Deadline and flags; see [`life`].
+    pub(crate) life: AtomicU64,
+    /// The next entry in whichever intake stack holds this entry: first the janitor's
+    /// intake of new entries, later (once `TAKEN`) the table's intake of unlinked ones.
+    pub(crate) intake_next: AtomicPtr<Entry<K, V>>,
+    /// The wheel's links; only the janitor touches them.
+    timer: UnsafeCell<TimerLinks<Entry<K, V>>>,
+    pub(crate) key: K,
+    pub(crate) value: V,
+}
+
+impl<K, V> Entry<K, V> {
+    /// A new, unpublished entry.
+    pub(crate) fn new(so_key: u64, key: K, value: V, life: u64) -> Entry<K, V> {
+        Entry {
+            link: Link::new(so_key),
+            life: AtomicU64::new(life),
+            intake_next: AtomicPtr::new(ptr::null_mut()),
+            timer: UnsafeCell::new(TimerLinks::new()),
+            key,
+            value,
+        }
+    }
+
+    /// The entry whose link `link` is.
+    ///
+    /// # Safety
+    /// `link` points to a live node whose `so_key` is odd (an entry).
+    pub(crate) unsafe fn from_link<'a>(link: NonNull<Link>) -> &'a Entry<K, V> {
+        // SAFETY: `Entry` is `repr(C)` with `link` first, and the caller says this node is
+        // an `Entry<K, V>` that is alive.
+        unsafe { link.cast::<Entry<K, V>>().as_ref() }
+    }
+
+    /// Whether the entry has been logically removed from the table.
+    pub(crate) fn is_removed(&self) -> bool {
+        is_marked(self.link.next.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn load_life(&self) -> u64 {
+        self.life.load(Ordering::Acquire)
+    }
+}
+
+// SAFETY: `timer` is a field of the entry: the same cell for the entry's whole life.
+unsafe impl<K, V> Timer for Entry<K, V> {
+    fn timer_links(&self) -> &UnsafeCell<TimerLinks<Entry<K, V>>> {
+        &self.timer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_order_keys_sort_buckets_before_their_entries() {
+        // Bucket b's dummy sorts before every entry whose hash ends in b's bits.
+        for hash in [0u64, 1, 2, 3, 6, 0xdead_beef, u64::MAX] {
+            for bits in 1..6 {
+                let bucket = (hash & ((1 << bits) - 1)) as usize;
+                assert!(dummy_key(bucket) < entry_key(hash));
+            }
+            assert_eq!(hash_of(entry_key(hash)), hash & !(1 << 63));
+            assert_eq!(entry_key(hash) & 1, 1);
+        }
+        assert_eq!(dummy_key(0), 0);
+        assert!(dummy_key(1) > dummy_key(2), "bucket 1 splits off after bucket 2's range");
+    }
+
+    #[test]
+    fn marks_live_in_the_low_bit() {
+        let mut link = Link::new(0);
+        let p: *mut Link = &mut link;
+        assert!(!is_marked(p));
+        assert!(is_marked(marked(p)));
+        assert_eq!(unmarked(marked(p)), p);
+    }
+}

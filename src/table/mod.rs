@@ -1,0 +1,368 @@
+//! The concurrent hash table: a split-ordered list (Shalev & Shavit) over a Harris–Michael
+//! lock-free list, with a growable bucket directory.
+//!
+//! Every node lives in one sorted list, ordered by its split-order key (the bit-reversed
+//! hash). A bucket is a dummy node in that list; the directory points at the dummies.
+//! Doubling the bucket count is one CAS on the count: new buckets are created lazily
+//! by inserting their dummy after their parent's, and no entry ever moves.
+//!
+//! Removal is Harris's: set the [`MARK`] bit of the node's `next` (the linearization
+//! point), then unlink it from its predecessor. Whoever unlinks hands the entry on
+//! (see [`Table::unlinked`]); nothing here frees an entry: the janitor does, through the
+//! epoch, once both the table and the wheel are done with it.
+//!
+//! A set on a present key *replaces* the node: the new node takes the old one's successor
+//! and the old node's `next` is marked to point at the new one in one CAS, so a reader
+//! finds either the old or the new value, never neither.
+
+mod counter;
+mod directory;
+mod entry;
+
+use std::hash::{BuildHasher, Hash};
+use std::ptr::NonNull;
+
+use counter::Counter;
+use directory::Directory;
+use entry::{dummy_key, entry_key, hash_of, is_marked, marked, unmarked};
+pub(crate) use entry::{life, Entry, Link};
+
+use crate::intake::Intake;
+use crate::reclaim::{destroy, retire};
+use crate::sync::epoch::Guard;
+use crate::sync::{thread_local, AtomicBool, Ordering};
+
+/// Average entries per bucket before the table doubles its buckets.
+const LOAD_FACTOR: usize = 2;
+
+/// What a search found: the node before the position, and the node at it.
+struct Position<'g> {
+    pred: &'g Link,
+    /// Null at the end of the list; never marked.
+    curr: *mut Link,
+    /// Whether `curr` holds the searched key.
+    found: bool,
+}
+
+pub(crate) struct Table<K, V, S> {
+    hasher: S,
+    directory: Directory,
+    /// The list's first node: bucket 0's dummy, split-order key 0.
+    head: NonNull<Link>,
+    len: Counter,
+    /// Entries this table unlinked after the janitor took them (see `life::TAKEN`).
+    unlinked: Intake<K, V>,
+    /// Set when the janitor has stopped for good: unlinkers then retire entries themselves.
+    janitor_gone: AtomicBool,
+}
+
+// SAFETY: the table owns its nodes (keys and values) and shares them between threads:
+// `K` and `V` must be `Send + Sync`; the rest is atomics and immutable fields.
+unsafe impl<K: Send + Sync, V: Send + Sync, S: Send> Send for Table<K, V, S> {}
+// SAFETY: as above; every shared mutation goes through atomics.
+unsafe impl<K: Send + Sync, V: Send + Sync, S: Sync> Sync for Table<K, V, S> {}
+
+impl<K, V, S> Table<K, V, S>
+where
+    K: Hash + Eq,
+    S: BuildHasher,
+{
+    pub(crate) fn new(buckets: usize, hasher: S) -> Table<K, V, S> {
+        let head = NonNull::from(Box::leak(Box::new(Link::new(dummy_key(0)))));
+        let directory = Directory::new(buckets);
+        directory.set(0, head.as_ptr());
+        Table {
+            hasher,
+            directory,
+            head,
+            len: Counter::new(),
+            unlinked: Intake::new(),
+            janitor_gone: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// The entry holding `key`, if one is linked and not removed. Never allocates and never
+    /// writes: it walks through removed nodes rather than helping unlink them.
+    pub(crate) fn find<'g>(&'g self, key: &K, hash: u64, _guard: &'g Guard) -> Option<&'g Entry<K, V>> {
+        let so_key = entry_key(hash);
+        let mut curr = self.lookup_bucket(hash);
+        loop {
+            // SAFETY: `curr` was reached from the list after the guard was pinned, so it is
+            // not freed before the guard is dropped (nodes are retired only after unlinking).
+            let node = unsafe { &*curr };
+            if node.so_key > so_key {
+                return None;
+            }
+            let next = node.next.load(Ordering::Acquire);
+            if node.so_key == so_key && !is_marked(next) {
+                // SAFETY: odd split-order keys are entries; the node is protected as above.
+                let entry = unsafe { Entry::<K, V>::from_link(NonNull::from(node)) };
+                if entry.key == *key {
+                    return Some(entry);
+                }
+            }
+            curr = unmarked(next);
+            if curr.is_null() {
+                return None;
+            }
+        }
+    }
+
+    /// Links `entry` (made by the caller, not yet published) under its key. If the key is
+    /// present, the old entry is replaced and returned as removed by this call.
+    ///
+    /// # Safety
+    /// `entry` came from `Box::into_raw`, is unpublished, and its `so_key` was made from
+    /// `self.hash(&entry.key)`.
+    pub(crate) unsafe fn insert<'g>(&'g self, entry: *mut Entry<K, V>, guard: &'g Guard) -> Option<&'g Entry<K, V>> {
+        // SAFETY: the caller hands us an unpublished, live entry.
+        let new = unsafe { &*entry };
+        let hash = hash_of(new.link.so_key);
+        let new_link = entry.cast::<Link>();
+        let bucket = self.bucket(hash, guard);
+        loop {
+            let at = self.search(bucket, new.link.so_key, Some(&new.key), guard);
+            if at.found {
+                // SAFETY: positions hold protected, unmarked-when-seen nodes; `found` means
+                // `curr` is an entry.
+                let old = unsafe { Entry::<K, V>::from_link(NonNull::new_unchecked(at.curr)) };
+                let succ = old.link.next.load(Ordering::Acquire);
+                if is_marked(succ) {
+                    continue; // removed meanwhile: search again
+                }
+                new.link.next.store(succ, Ordering::Relaxed);
+                // The linearization point of a replacing set: the old node is removed and
+                // the new one reachable through it, in one step.
+                if old.link.next.compare_exchange(succ, marked(new_link), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    self.unlink(at.pred, at.curr, new_link, guard);
+                    return Some(old);
+                }
+            } else {
+                new.link.next.store(at.curr, Ordering::Relaxed);
+                // Linearization point of an inserting set. Release publishes the entry.
+                if at.pred.next.compare_exchange(at.curr, new_link, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    self.len.increment();
+                    self.maybe_grow();
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Removes `entry` if no one else has: marks it (the linearization point) and makes sure
+    /// it is unlinked. Returns whether this call removed it.
+    pub(crate) fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> bool {
+        let mut succ = entry.link.next.load(Ordering::Acquire);
+        loop {
+            if is_marked(succ) {
+                return false;
+            }
+            match entry.link.next.compare_exchange(succ, marked(succ), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(seen) => succ = seen,
+            }
+        }
+        self.len.decrement();
+        // Unlink: a search for the key unlinks every removed node it passes, this one too.
+        let hash = hash_of(entry.link.so_key);
+        let bucket = self.bucket(hash, guard);
+        let _ = self.search(bucket, entry.link.so_key, Some(&entry.key), guard);
+        true
+    }
+
+    /// Harris–Michael search from `start`: the position of (`so_key`, `key`), unlinking
+    /// removed nodes on the way. `key == None` searches for a bucket dummy.
+    fn search<'g>(&'g self, start: &'g Link, so_key: u64, key: Option<&K>, guard: &'g Guard) -> Position<'g> {
+        'retry: loop {
+            let mut pred = start;
+            let mut curr = pred.next.load(Ordering::Acquire);
+            if is_marked(curr) {
+                // Bucket dummies are never removed; `start` is one.
+                unreachable!("a bucket dummy was marked");
+            }
+            loop {
+                if curr.is_null() {
+                    return Position { pred, curr, found: false };
+                }
+                // SAFETY: `curr` was read from a node reachable after the guard was pinned.
+                let node = unsafe { &*curr };
+                let next = node.next.load(Ordering::Acquire);
+                if is_marked(next) {
+                    // Help: unlink the removed node; start over if the list changed.
+                    if !self.unlink(pred, curr, unmarked(next), guard) {
+                        continue 'retry;
+                    }
+                    curr = unmarked(next);
+                    continue;
+                }
+                if node.so_key > so_key {
+                    return Position { pred, curr, found: false };
+                }
+                if node.so_key == so_key {
+                    let matches = match key {
+                        None => true,
+                        // SAFETY: odd split-order keys (those searched with a key) are entries.
+                        Some(key) => unsafe { Entry::<K, V>::from_link(NonNull::new_unchecked(curr)) }.key == *key,
+                    };
+                    if matches {
+                        return Position { pred, curr, found: true };
+                    }
+                }
+                pred = node;
+                curr = next;
+            }
+        }
+    }
+
+    /// Unlinks the removed node `curr` from `pred` (one CAS to `succ`). On success this
+    /// thread owns the hand-off of the node to the janitor.
+    fn unlink(&self, pred: &Link, curr: *mut Link, succ: *mut Link, guard: &Guard) -> bool {
+        if pred.next.compare_exchange(curr, succ, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
+        }
+        // SAFETY: `curr` was reachable while the guard is pinned; only entries are removed.
+        let entry = unsafe { Entry::<K, V>::from_link(NonNull::new_unchecked(curr)) };
+        let before = entry.life.fetch_or(life::UNLINKED, Ordering::AcqRel);
+        if before & life::TAKEN == 0 {
+            // The janitor has not taken it from its intake of new entries yet; it will see
+            // UNLINKED when it does, and retire it then.
+            return true;
+        }
+        let entry = curr.cast::<Entry<K, V>>();
+        if self.janitor_gone() {
+            // No janitor will look at the wheel or the intakes again: retire it here, and
+            // flush so that its value is freed promptly rather than when this thread's
+            // epoch bag fills up.
+            // SAFETY: unlinked by us, on no intake, on no wheel anyone will touch again.
+            unsafe { retire(entry, guard) };
+            guard.flush();
+        } else {
+            // The janitor took it, so `intake_next` is free again: hand it over.
+            // SAFETY: the entry is alive (only the janitor frees it, after this hand-off),
+            // on no intake, and the unlinker is the only writer of `intake_next` now.
+            unsafe { self.unlinked.push(entry) };
+        }
+        true
+    }
+
+    /// The bucket's dummy for `hash`, creating the bucket (and its parents) if needed.
+    fn bucket<'g>(&'g self, hash: u64, guard: &'g Guard) -> &'g Link {
+        let bucket = (hash as usize) & (self.directory.bucket_count() - 1);
+        self.init_bucket(bucket, guard)
+    }
+
+    fn init_bucket<'g>(&'g self, bucket: usize, guard: &'g Guard) -> &'g Link {
+        let dummy = self.directory.get(bucket);
+        if !dummy.is_null() {
+            // SAFETY: dummies are never removed and live until the table is dropped.
+            return unsafe { &*dummy };
+        }
+        let parent = bucket & !(1 << (usize::BITS - 1 - bucket.leading_zeros()));
+        let parent = self.init_bucket(parent, guard);
+        let so_key = dummy_key(bucket);
+        let fresh = Box::into_raw(Box::new(Link::new(so_key)));
+        let dummy = loop {
+            let at = self.search(parent, so_key, None, guard);
+            if at.found {
+                // Another thread inserted this bucket's dummy first.
+                // SAFETY: `fresh` was never published.
+                drop(unsafe { Box::from_raw(fresh) });
+                break at.curr;
+            }
+            // SAFETY: `fresh` is ours until the CAS publishes it.
+            unsafe { (*fresh).next.store(at.curr, Ordering::Relaxed) };
+            if at.pred.next.compare_exchange(at.curr, fresh, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                break fresh;
+            }
+        };
+        self.directory.set(bucket, dummy);
+        // SAFETY: as above: dummies live until the table is dropped.
+        unsafe { &*dummy }
+    }
+
+    /// The nearest initialized bucket for `hash`, without creating any (for readers).
+    fn lookup_bucket(&self, hash: u64) -> *mut Link {
+        let mut bucket = (hash as usize) & (self.directory.bucket_count() - 1);
+        loop {
+            let dummy = self.directory.get(bucket);
+            if !dummy.is_null() {
+                return dummy;
+            }
+            // The parent bucket's range contains this one's: start there.
+            bucket &= !(1 << (usize::BITS - 1 - bucket.leading_zeros()));
+        }
+    }
+
+    /// Every few inserts on a thread, doubles the buckets if the load factor is exceeded.
+    fn maybe_grow(&self) {
+        const CHECK_EVERY: u32 = if cfg!(crossbeam_loom) { 1 } else { 64 };
+        thread_local! {
+            static INSERTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+        }
+        let due = INSERTS.with(|inserts| {
+            let n = inserts.get().wrapping_add(1);
+            inserts.set(n);
+            n % CHECK_EVERY == 0
+        });
+        if due {
+            let buckets = self.directory.bucket_count();
+            if self.len.sum() > buckets.saturating_mul(LOAD_FACTOR) {
+                self.directory.grow(buckets);
+            }
+        }
+    }
+}
+
+impl<K, V, S> Table<K, V, S> {
+    /// Entries in the table (live plus expired ones not yet removed).
+    pub(crate) fn len(&self) -> usize {
+        self.len.sum()
+    }
+
+    /// Whether the janitor has stopped for good.
+    pub(crate) fn janitor_gone(&self) -> bool {
+        self.janitor_gone.load(Ordering::Acquire)
+    }
+
+    /// Called by the janitor's last run: from now on unlinkers retire entries themselves.
+    pub(crate) fn mark_janitor_gone(&self) {
+        self.janitor_gone.store(true, Ordering::Release);
+    }
+
+    /// The intake of entries unlinked after the janitor took them.
+    pub(crate) fn unlinked(&self) -> &Intake<K, V> {
+        &self.unlinked
+    }
+}
+
+impl<K, V, S> Drop for Table<K, V, S> {
+    /// Frees every node still linked and every entry on the unlinked intake, directly:
+    /// `&mut self` means no reader is left.
+    fn drop(&mut self) {
+        // SAFETY: entries on the unlinked intake are in no list and on no other intake.
+        self.unlinked.take_all(|entry| unsafe { destroy(entry) });
+        let mut curr = self.head.as_ptr();
+        while !curr.is_null() {
+            // SAFETY: no concurrent access; every node in the list is alive and owned by it.
+            let next = unmarked(unsafe { (*curr).next.load(Ordering::Acquire) });
+            // SAFETY: as above; entries are `Box<Entry>`s, dummies `Box<Link>`s.
+            unsafe {
+                if (*curr).is_entry() {
+                    destroy(curr.cast::<Entry<K, V>>());
+                } else {
+                    drop(Box::from_raw(curr));
+                }
+            }
+            curr = next;
+        }
+    }
+}
+
+/// Makes an unpublished entry for `key` with `hash` and initial `life` word.
+pub(crate) fn new_entry<K, V>(key: K, value: V, hash: u64, life: u64) -> *mut Entry<K, V> {
+    Box::into_raw(Box::new(Entry::new(entry_key(hash), key, value, life)))
+}
