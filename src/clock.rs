@@ -91,8 +91,8 @@ pub(crate) struct TimeScale {
 /// Wheel ticks per user tick.
 pub(crate) const TICKS_PER_USER_TICK: u32 = 4;
 
-/// A deadline that never comes. Deadlines live in the low 60 bits of an entry's state.
-pub(crate) const NEVER: u64 = (1 << 60) - 1;
+/// A deadline that never comes. Deadlines live in the low 59 bits of an entry's state.
+pub(crate) const NEVER: u64 = (1 << 59) - 1;
 
 impl TimeScale {
     pub(crate) fn new(tick: Duration, expire: Duration) -> TimeScale {

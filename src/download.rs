@@ -32,11 +32,11 @@ impl DownloadBuffer {
     ///
     /// Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when either is zero.
     pub fn new(tick: Duration, expire: Duration) -> Result<DownloadBuffer, Error> {
-        Ok(DownloadBuffer { map: ExpiringMap::new(tick, expire)? })
+        DownloadBuffer::builder(tick, expire).build_download_buffer()
     }
 
     /// A [`Builder`] for a buffer with a custom clock, manual mode or capacity; finish it
-    /// with [`Builder::build`] and [`DownloadBuffer::from`].
+    /// with [`Builder::build_download_buffer`].
     pub fn builder(tick: Duration, expire: Duration) -> Builder {
         Builder::new(tick, expire)
     }
@@ -97,9 +97,15 @@ impl DownloadBuffer {
     }
 }
 
-impl From<ExpiringMap<BufferId, Bytes>> for DownloadBuffer {
-    fn from(map: ExpiringMap<BufferId, Bytes>) -> DownloadBuffer {
-        DownloadBuffer { map }
+/// Payloads from this size on are released within one epoch advance of their removal.
+const EAGER_RELEASE_BYTES: usize = 16 * 1024;
+
+impl Builder {
+    /// Builds a [`DownloadBuffer`] (large payloads are released eagerly; see
+    /// [`Builder::build_with_eager_release`]).
+    pub fn build_download_buffer(self) -> Result<DownloadBuffer, Error> {
+        let map = self.build_with_eager_release(|data: &Bytes| data.len() >= EAGER_RELEASE_BYTES)?;
+        Ok(DownloadBuffer { map })
     }
 }
 

@@ -20,7 +20,7 @@
 use std::ptr::NonNull;
 
 use crate::intake::Intake;
-use crate::reclaim::{self, retire};
+use crate::reclaim::{self, release_janitor_hold};
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
 use crate::table::{life, Entry, Table};
@@ -37,7 +37,7 @@ pub struct JanitorRun {
     pub handled: usize,
     /// Entries this run expired.
     pub expired: usize,
-    /// Removed entries handed to the epoch for freeing.
+    /// Removed entries the janitor let go of (their memory is freed once their value is).
     pub retired: usize,
     /// Whether due timers were left for the next run (the budget ran out).
     pub more_due: bool,
@@ -55,7 +55,7 @@ pub struct JanitorStats {
     pub runs: u64,
     /// Entries expired.
     pub expired: u64,
-    /// Removed entries handed to the epoch for freeing.
+    /// Removed entries the janitor let go of.
     pub retired: u64,
     /// Entries whose drop panicked (process-wide: drops run wherever the epoch runs them).
     pub drop_panics: u64,
@@ -177,7 +177,7 @@ where
         let mut report = JanitorRun { now, ..JanitorRun::default() };
         let guard = epoch::pin();
         take_fresh(wheel, fresh, now, table, &guard, &mut report);
-        take_unlinked(wheel, table, &guard, &mut report);
+        take_unlinked(wheel, table, &mut report);
         while report.handled < self.budget {
             let Some(entry) = wheel.pop_due(now) else { break };
             report.handled += 1;
@@ -188,13 +188,13 @@ where
         report.more_due = wheel.has_due(now);
         report.timers = wheel.len();
         wheel.advance_to(now);
-        take_unlinked(wheel, table, &guard, &mut report);
+        take_unlinked(wheel, table, &mut report);
         guard.flush();
         drop(guard);
-        // Push the epoch on so that what this run retired is freed now, not whenever other
-        // threads happen to collect: each flush may advance the epoch once and frees up
-        // to a few hundred retired entries.
-        for _ in 0..3 + report.retired / 256 {
+        // Push the epoch on so that the values this run removed are freed now, not whenever
+        // other threads happen to collect: each flush may advance the epoch once and runs
+        // up to a few hundred deferred drops.
+        for _ in 0..3 + report.expired / 256 {
             epoch::pin().flush();
         }
         report
@@ -227,7 +227,7 @@ where
             let mut report = JanitorRun::default();
             let now = wheel.elapsed();
             take_fresh(wheel, fresh, now, table, &guard, &mut report);
-            take_unlinked(wheel, table, &guard, &mut report);
+            take_unlinked(wheel, table, &mut report);
         });
         // From here on, removers retire entries themselves.
         table.mark_janitor_gone();
@@ -248,9 +248,9 @@ fn take_fresh<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
         // SAFETY: entries on the intake are alive: only the janitor frees them.
         let before = unsafe { (*entry).life.fetch_or(life::TAKEN, Ordering::AcqRel) };
         if before & life::UNLINKED != 0 {
-            // Unlinked before we took it: the unlinker left it to us (see `Table::unlink`).
-            // SAFETY: unlinked, on no list or intake now; we are its only owner.
-            unsafe { retire(entry, guard) };
+            // Unlinked before we took it: the unlinker left the janitor's hold to us.
+            // SAFETY: unlinked, off the intake now and never filed.
+            unsafe { release_janitor_hold(entry) };
             report.retired += 1;
             return;
         }
@@ -266,18 +266,13 @@ fn take_fresh<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
 }
 
 /// Step 3: retire entries the table unlinked after we took them.
-fn take_unlinked<K, V, S>(
-    wheel: &mut Wheel<Entry<K, V>>,
-    table: &Table<K, V, S>,
-    guard: &Guard,
-    report: &mut JanitorRun,
-) {
+fn take_unlinked<K, V, S>(wheel: &mut Wheel<Entry<K, V>>, table: &Table<K, V, S>, report: &mut JanitorRun) {
     table.unlinked().take_all(|entry| {
         let timer = NonNull::new(entry).expect("intake entries are non-null");
-        // SAFETY: alive until we retire it; only the janitor touches its timer links.
+        // SAFETY: alive until we let go; only the janitor touches its timer links.
         unsafe {
             wheel.remove(timer);
-            retire(entry, guard);
+            release_janitor_hold(entry);
         }
         report.retired += 1;
     });

@@ -1,15 +1,25 @@
 //! Freeing entries: the one place that does it.
 //!
-//! An entry is freed exactly once, by whoever owns it last (`docs/design.md`,
-//! "Reclamation"): normally the janitor, through the epoch, after the entry is unlinked
-//! from the table and off the wheel; after `done`, the thread that unlinks it; on drop,
-//! the dropping thread directly.
+//! An unlinked entry has two holders that let go independently:
+//!
+//! - the **epoch side**: the thread that unlinks the entry from the table defers, through
+//!   crossbeam-epoch, the drop of its value; the deferred closure runs once every thread
+//!   that could have reached the entry has unpinned, and sets `VALUE_DROPPED`;
+//! - the **janitor side**: the janitor (or, after `done`, the unlinker; on drop, the
+//!   dropping thread) lets go once the entry is off its intakes and its wheel, and sets
+//!   `JANITOR_DONE`.
+//!
+//! Whichever sets its flag second (one `fetch_or` on the entry's `life` word decides)
+//! frees the rest of the entry. So a removed value is released one epoch advance after
+//! its removal, whatever the janitor is doing, and the entry's memory is freed exactly
+//! once. Entries still in the table when it is dropped are freed whole, directly.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use crate::sync::epoch::Guard;
-use crate::table::Entry;
+use crate::sync::Ordering;
+use crate::table::{life, Entry};
 
 /// Entries whose key or value destructor panicked, process-wide (deferred destructors run
 /// on whichever thread the epoch picks, so there is no per-buffer place to count them).
@@ -17,43 +27,84 @@ static DROP_PANICS: AtomicU64 = AtomicU64::new(0);
 
 /// Destructor panics contained so far, process-wide.
 pub(crate) fn drop_panics() -> u64 {
-    DROP_PANICS.load(Ordering::Relaxed)
+    DROP_PANICS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Frees an entry now, containing a panic from its key's or value's destructor (a value
-/// whose `Drop` panics must not take down the janitor or unwind through the epoch).
-///
-/// # Safety
-/// `entry` came from `Box::into_raw`, and nothing can reach it any more.
-pub(crate) unsafe fn destroy<K, V>(entry: *mut Entry<K, V>) {
-    // SAFETY: forwarded from the caller.
-    let dropped = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(entry) })));
-    if dropped.is_err() {
-        DROP_PANICS.fetch_add(1, Ordering::Relaxed);
+/// Runs a destructor, containing and counting a panic: a value whose `Drop` panics must
+/// not take down the janitor or unwind through the epoch's collector.
+fn contained(drop: impl FnOnce()) {
+    if catch_unwind(AssertUnwindSafe(drop)).is_err() {
+        DROP_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
-/// Hands `entry` to the epoch: it is freed once no pinned thread can still see it.
+/// Frees an entry whose value is already dropped: its key and its memory.
 ///
 /// # Safety
-/// `entry` came from `Box::into_raw`, is unlinked from the table, on no intake and not
-/// filed in a wheel anyone will touch again, and nobody else will retire it.
-pub(crate) unsafe fn retire<K, V>(entry: *mut Entry<K, V>, guard: &Guard) {
-    let owned = Owned(entry);
-    // SAFETY: readers that found the entry are pinned; the epoch runs the closure only
-    // after they have all unpinned. The closure owns the entry outright and touches nothing
-    // else, so it may run on any thread, even after the buffer is gone.
+/// `entry` came from `Box::into_raw`, its value was dropped, and nothing can reach it.
+unsafe fn free_shell<K, V>(entry: *mut Entry<K, V>) {
+    // SAFETY: forwarded from the caller; the value is `ManuallyDrop`, so it is not dropped again.
+    contained(|| drop(unsafe { Box::from_raw(entry) }));
+}
+
+/// Frees an entry that was never unlinked (the table is being dropped): value and rest.
+///
+/// # Safety
+/// `entry` came from `Box::into_raw` and nothing else can reach it.
+pub(crate) unsafe fn destroy_linked<K, V>(entry: *mut Entry<K, V>) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        contained(|| (*entry).drop_value());
+        free_shell(entry);
+    }
+}
+
+/// The epoch side, called once by the thread that unlinked `entry`: drop the value once
+/// no pinned thread can still see it. With `flush`, the thread's epoch bag is flushed so
+/// that this happens within an epoch advance instead of after 64 more retirements.
+///
+/// # Safety
+/// `entry` was just unlinked from the table by the caller, who is pinned by `guard`.
+pub(crate) unsafe fn release_value_later<K, V>(entry: *mut Entry<K, V>, guard: &Guard, flush: bool) {
+    let owned = Unlinked(entry);
+    // SAFETY: the closure runs after every thread pinned now has unpinned; no thread can
+    // reach the entry afterwards (it is unlinked), and the entry's memory is freed only
+    // after both sides let go, so it is alive while the closure runs. The closure touches
+    // only the entry, so it may run on any thread, even after the buffer is gone.
     unsafe {
         guard.defer_unchecked(move || {
             let owned = owned;
-            destroy(owned.0)
+            let entry = owned.0;
+            contained(|| (*entry).drop_value());
+            let before = (*entry).life.fetch_or(life::VALUE_DROPPED, Ordering::AcqRel);
+            if before & life::JANITOR_DONE != 0 {
+                free_shell(entry);
+            }
         })
     };
+    if flush {
+        guard.flush();
+    }
 }
 
-/// An entry owned by a deferred destructor, which may run on another thread.
-struct Owned<K, V>(*mut Entry<K, V>);
+/// The janitor side lets go of an unlinked `entry`.
+///
+/// # Safety
+/// `entry` is unlinked (its epoch side is under way), off every intake and off any wheel
+/// that will be touched again; each entry gets this call once.
+pub(crate) unsafe fn release_janitor_hold<K, V>(entry: *mut Entry<K, V>) {
+    // SAFETY: the entry is alive until both sides have let go, and we have not.
+    let before = unsafe { (*entry).life.fetch_or(life::JANITOR_DONE, Ordering::AcqRel) };
+    if before & life::VALUE_DROPPED != 0 {
+        // The epoch side ran, so no reader is left: free now.
+        // SAFETY: both sides are done; nothing can reach the entry.
+        unsafe { free_shell(entry) };
+    }
+}
 
-// SAFETY: the deferred closure is the entry's only owner (see `retire`); entries are only
-// created with `K: Send + Sync, V: Send + Sync`.
-unsafe impl<K, V> Send for Owned<K, V> {}
+/// An unlinked entry owned by a deferred closure, which may run on another thread.
+struct Unlinked<K, V>(*mut Entry<K, V>);
+
+// SAFETY: entries are only created with `K: Send + Sync, V: Send + Sync`, and the closure
+// accesses the entry only as the protocol above allows.
+unsafe impl<K, V> Send for Unlinked<K, V> {}

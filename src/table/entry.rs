@@ -1,5 +1,6 @@
 //! The nodes of the table's list: bucket dummies (a bare [`Link`]) and entries.
 
+use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 
 use crate::clock::NEVER;
@@ -59,17 +60,21 @@ pub(crate) fn unmarked(ptr: *mut Link) -> *mut Link {
     ptr.map_addr(|addr| addr & !MARK)
 }
 
-/// The `life` word of an entry: the deadline in wheel ticks in the low 60 bits, and
-/// three flags that settle who does what with the entry (see `docs/design.md`).
+/// The `life` word of an entry: the deadline in wheel ticks in the low 59 bits, and
+/// flags that settle who does what with the entry (see `docs/design.md`).
 pub(crate) mod life {
     /// Bits holding the deadline: the first wheel tick at which the entry is dead.
     pub(crate) const DEADLINE: u64 = super::NEVER;
     /// The janitor has taken the entry from the intake of new entries.
-    pub(crate) const TAKEN: u64 = 1 << 60;
+    pub(crate) const TAKEN: u64 = 1 << 59;
     /// The entry has been physically unlinked from the table.
-    pub(crate) const UNLINKED: u64 = 1 << 61;
+    pub(crate) const UNLINKED: u64 = 1 << 60;
     /// The janitor has claimed the entry for expiry; touches fail from then on.
-    pub(crate) const EXPIRED: u64 = 1 << 62;
+    pub(crate) const EXPIRED: u64 = 1 << 61;
+    /// The value has been dropped (after the epoch's grace period that followed the unlink).
+    pub(crate) const VALUE_DROPPED: u64 = 1 << 62;
+    /// The janitor holds the entry no more (off its intakes and its wheel).
+    pub(crate) const JANITOR_DONE: u64 = 1 << 63;
 
     pub(crate) fn deadline(life: u64) -> u64 {
         life & DEADLINE
@@ -88,7 +93,8 @@ pub(crate) struct Entry<K, V> {
     /// The wheel's links; only the janitor touches them.
     timer: UnsafeCell<TimerLinks<Entry<K, V>>>,
     pub(crate) key: K,
-    pub(crate) value: V,
+    /// Dropped on its own, before the rest of the entry (see `crate::reclaim`).
+    value: UnsafeCell<ManuallyDrop<V>>,
 }
 
 impl<K, V> Entry<K, V> {
@@ -100,8 +106,30 @@ impl<K, V> Entry<K, V> {
             intake_next: AtomicPtr::new(ptr::null_mut()),
             timer: UnsafeCell::new(TimerLinks::new()),
             key,
-            value,
+            value: UnsafeCell::new(ManuallyDrop::new(value)),
         }
+    }
+
+    /// The value.
+    ///
+    /// # Safety
+    /// The caller reached the entry through the table (or owns it) and stays pinned while
+    /// it uses the reference: the value is dropped only after every thread that could
+    /// have reached the entry has unpinned.
+    pub(crate) unsafe fn value(&self) -> &V {
+        // SAFETY: per the caller's contract, the value is not dropped while borrowed; it is
+        // never mutated before that.
+        self.value.with(|value| unsafe { &**value })
+    }
+
+    /// Drops the value in place.
+    ///
+    /// # Safety
+    /// Called once, when no thread can reach the entry's value any more.
+    pub(crate) unsafe fn drop_value(&self) {
+        // SAFETY: per the caller's contract, nobody else accesses the value, and it is
+        // dropped only once.
+        self.value.with_mut(|value| unsafe { ManuallyDrop::drop(&mut *value) })
     }
 
     /// The entry whose link `link` is.

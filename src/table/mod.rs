@@ -28,7 +28,7 @@ use entry::{dummy_key, entry_key, hash_of, is_marked, marked, unmarked};
 pub(crate) use entry::{life, Entry, Link};
 
 use crate::intake::Intake;
-use crate::reclaim::{destroy, retire};
+use crate::reclaim::{destroy_linked, release_janitor_hold, release_value_later};
 use crate::sync::epoch::Guard;
 use crate::sync::{thread_local, AtomicBool, Ordering};
 
@@ -52,8 +52,10 @@ pub(crate) struct Table<K, V, S> {
     len: Counter,
     /// Entries this table unlinked after the janitor took them (see `life::TAKEN`).
     unlinked: Intake<K, V>,
-    /// Set when the janitor has stopped for good: unlinkers then retire entries themselves.
+    /// Set when the janitor has stopped for good: unlinkers then let go for it.
     janitor_gone: AtomicBool,
+    /// Whether a removed value is worth flushing the epoch bag for (a large payload).
+    eager_release: fn(&V) -> bool,
 }
 
 // SAFETY: the table owns its nodes (keys and values) and shares them between threads:
@@ -67,7 +69,7 @@ where
     K: Hash + Eq,
     S: BuildHasher,
 {
-    pub(crate) fn new(buckets: usize, hasher: S) -> Table<K, V, S> {
+    pub(crate) fn new(buckets: usize, hasher: S, eager_release: fn(&V) -> bool) -> Table<K, V, S> {
         let head = NonNull::from(Box::leak(Box::new(Link::new(dummy_key(0)))));
         let directory = Directory::new(buckets);
         directory.set(0, head.as_ptr());
@@ -78,6 +80,7 @@ where
             len: Counter::new(),
             unlinked: Intake::new(),
             janitor_gone: AtomicBool::new(false),
+            eager_release,
         }
     }
 
@@ -224,26 +227,27 @@ where
         if pred.next.compare_exchange(curr, succ, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return false;
         }
+        let entry = curr.cast::<Entry<K, V>>();
         // SAFETY: `curr` was reachable while the guard is pinned; only entries are removed.
-        let entry = unsafe { Entry::<K, V>::from_link(NonNull::new_unchecked(curr)) };
-        let before = entry.life.fetch_or(life::UNLINKED, Ordering::AcqRel);
+        let node = unsafe { &*entry };
+        // SAFETY: we are pinned and the value is dropped only by the closure deferred next.
+        let flush = (self.eager_release)(unsafe { node.value() });
+        // SAFETY: we just unlinked the entry and are pinned by `guard`.
+        unsafe { release_value_later(entry, guard, flush) };
+        let before = node.life.fetch_or(life::UNLINKED, Ordering::AcqRel);
         if before & life::TAKEN == 0 {
             // The janitor has not taken it from its intake of new entries yet; it will see
-            // UNLINKED when it does, and retire it then.
+            // UNLINKED when it does, and let go of it then.
             return true;
         }
-        let entry = curr.cast::<Entry<K, V>>();
         if self.janitor_gone() {
-            // No janitor will look at the wheel or the intakes again: retire it here, and
-            // flush so that its value is freed promptly rather than when this thread's
-            // epoch bag fills up.
-            // SAFETY: unlinked by us, on no intake, on no wheel anyone will touch again.
-            unsafe { retire(entry, guard) };
-            guard.flush();
+            // No janitor will look at the wheel or the intakes again: let go for it.
+            // SAFETY: unlinked, on no intake, on no wheel anyone will touch again.
+            unsafe { release_janitor_hold(entry) };
         } else {
             // The janitor took it, so `intake_next` is free again: hand it over.
-            // SAFETY: the entry is alive (only the janitor frees it, after this hand-off),
-            // on no intake, and the unlinker is the only writer of `intake_next` now.
+            // SAFETY: the entry is alive (the janitor side still holds it), on no intake,
+            // and the unlinker is the only writer of `intake_next` now.
             unsafe { self.unlinked.push(entry) };
         }
         true
@@ -340,11 +344,12 @@ impl<K, V, S> Table<K, V, S> {
 }
 
 impl<K, V, S> Drop for Table<K, V, S> {
-    /// Frees every node still linked and every entry on the unlinked intake, directly:
-    /// `&mut self` means no reader is left.
+    /// Frees every node still linked, directly (`&mut self`: no reader is left), and lets
+    /// go of the entries on the unlinked intake for the janitor.
     fn drop(&mut self) {
-        // SAFETY: entries on the unlinked intake are in no list and on no other intake.
-        self.unlinked.take_all(|entry| unsafe { destroy(entry) });
+        // SAFETY: entries on the unlinked intake are in no list and on no other intake,
+        // and the janitor will never take them now.
+        self.unlinked.take_all(|entry| unsafe { release_janitor_hold(entry) });
         let mut curr = self.head.as_ptr();
         while !curr.is_null() {
             // SAFETY: no concurrent access; every node in the list is alive and owned by it.
@@ -352,7 +357,7 @@ impl<K, V, S> Drop for Table<K, V, S> {
             // SAFETY: as above; entries are `Box<Entry>`s, dummies `Box<Link>`s.
             unsafe {
                 if (*curr).is_entry() {
-                    destroy(curr.cast::<Entry<K, V>>());
+                    destroy_linked(curr.cast::<Entry<K, V>>());
                 } else {
                     drop(Box::from_raw(curr));
                 }
