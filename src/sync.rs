@@ -53,10 +53,24 @@ pub(crate) use crossbeam_utils::CachePadded;
 
 /// A small per-thread number used to pick a counter shard or an intake stripe, so that
 /// threads spread over them without any shared write.
+#[cfg(not(crossbeam_loom))]
 pub(crate) fn thread_index() -> usize {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
+    std::thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    INDEX.with(|index| *index)
+}
+
+/// Under loom: numbered by a counter that loom resets with every execution, so that the
+/// numbering is the same each time (loom replays executions and needs determinism).
+#[cfg(crossbeam_loom)]
+pub(crate) fn thread_index() -> usize {
+    loom::lazy_static! {
+        static ref NEXT: loom::sync::atomic::AtomicUsize = loom::sync::atomic::AtomicUsize::new(0);
+    }
+    loom::thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, loom::sync::atomic::Ordering::Relaxed);
     }
     INDEX.with(|index| *index)
 }

@@ -9,7 +9,10 @@ use std::sync::Once;
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
+#[cfg(not(crossbeam_loom))]
 use crossbeam_channel::{select, Receiver, Sender};
+#[cfg(crossbeam_loom)]
+use std::sync::mpsc::Sender;
 
 /// A running janitor thread. Stopping is idempotent and safe from any thread.
 pub(crate) struct Ticker {
@@ -33,21 +36,13 @@ unsafe impl Sync for Ticker {}
 impl Ticker {
     /// Spawns a thread named `name` that calls `on_tick` every `tick` until stopped.
     /// A tick too long to schedule (beyond a century) never fires.
-    pub(crate) fn spawn<F>(name: &str, tick: Duration, mut on_tick: F) -> Ticker
+    pub(crate) fn spawn<F>(name: &str, tick: Duration, on_tick: F) -> Ticker
     where
         F: FnMut() + Send + 'static,
     {
-        let (shutdown, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
-        let ticks = ticks_every(tick);
-        let handle = thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || loop {
-                select! {
-                    recv(ticks) -> _ => on_tick(),
-                    recv(shutdown_rx) -> _ => return,
-                }
-            })
-            .expect("failed to spawn the janitor thread");
+        let (shutdown, run) = janitor_loop(tick, on_tick);
+        let handle =
+            thread::Builder::new().name(name.to_owned()).spawn(run).expect("failed to spawn the janitor thread");
         let thread_id = handle.thread().id();
         Ticker { stopped: Once::new(), running: UnsafeCell::new(Some(Running { shutdown, handle })), thread_id }
     }
@@ -76,8 +71,42 @@ impl Drop for Ticker {
     }
 }
 
+/// The janitor thread's loop: `on_tick` every `tick` until the returned sender is dropped.
+#[cfg(not(crossbeam_loom))]
+fn janitor_loop<F>(tick: Duration, mut on_tick: F) -> (Sender<()>, impl FnOnce() + Send + 'static)
+where
+    F: FnMut() + Send + 'static,
+{
+    let (shutdown, shutdown_rx) = crossbeam_channel::bounded::<()>(0);
+    let ticks = ticks_every(tick);
+    let run = move || loop {
+        select! {
+            recv(ticks) -> _ => on_tick(),
+            recv(shutdown_rx) -> _ => return,
+        }
+    };
+    (shutdown, run)
+}
+
+/// Under loom (where crossbeam-channel does not build) a plain timed wait on std's channel.
+/// Loom models never start a janitor thread (they use manual mode); this only compiles.
+#[cfg(crossbeam_loom)]
+fn janitor_loop<F>(tick: Duration, mut on_tick: F) -> (Sender<()>, impl FnOnce() + Send + 'static)
+where
+    F: FnMut() + Send + 'static,
+{
+    let (shutdown, shutdown_rx) = std::sync::mpsc::channel::<()>();
+    let run = move || {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = shutdown_rx.recv_timeout(tick) {
+            on_tick();
+        }
+    };
+    (shutdown, run)
+}
+
 /// A channel that delivers a message every `tick`; never, when `tick` is beyond a century
 /// (crossbeam's tick channel would overflow `Instant` arithmetic on later ticks).
+#[cfg(not(crossbeam_loom))]
 fn ticks_every(tick: Duration) -> Receiver<std::time::Instant> {
     const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
     if tick > CENTURY {

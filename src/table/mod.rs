@@ -30,7 +30,7 @@ pub(crate) use entry::{life, Entry, Link};
 use crate::intake::Intake;
 use crate::reclaim::{destroy_linked, release_janitor_hold, release_value_later};
 use crate::sync::epoch::Guard;
-use crate::sync::{thread_local, AtomicBool, Ordering};
+use crate::sync::{AtomicBool, Ordering};
 
 /// Average entries per bucket before the table doubles its buckets.
 const LOAD_FACTOR: usize = 2;
@@ -303,16 +303,7 @@ where
 
     /// Every few inserts on a thread, doubles the buckets if the load factor is exceeded.
     fn maybe_grow(&self) {
-        const CHECK_EVERY: u32 = if cfg!(crossbeam_loom) { 1 } else { 64 };
-        thread_local! {
-            static INSERTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-        }
-        let due = INSERTS.with(|inserts| {
-            let n = inserts.get().wrapping_add(1);
-            inserts.set(n);
-            n % CHECK_EVERY == 0
-        });
-        if due {
+        if insert_sampled() {
             let buckets = self.directory.bucket_count();
             if self.len.sum() > buckets.saturating_mul(LOAD_FACTOR) {
                 self.directory.grow(buckets);
@@ -365,6 +356,26 @@ impl<K, V, S> Drop for Table<K, V, S> {
             curr = next;
         }
     }
+}
+
+/// Whether this insert should check the load factor: every 64th insert on a thread, so
+/// that summing the length shards costs little per insert.
+#[cfg(not(crossbeam_loom))]
+fn insert_sampled() -> bool {
+    thread_local! {
+        static INSERTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    }
+    INSERTS.with(|inserts| {
+        let n = inserts.get().wrapping_add(1);
+        inserts.set(n);
+        n % 64 == 0
+    })
+}
+
+/// Under loom every insert checks, so that small models grow the table.
+#[cfg(crossbeam_loom)]
+fn insert_sampled() -> bool {
+    true
 }
 
 /// Makes an unpublished entry for `key` with `hash` and initial `life` word.
