@@ -382,3 +382,6 @@ fn insert_sampled() -> bool {
 pub(crate) fn new_entry<K, V>(key: K, value: V, hash: u64, life: u64) -> *mut Entry<K, V> {
     Box::into_raw(Box::new(Entry::new(entry_key(hash), key, value, life)))
 }
+
+#[cfg(test)]
+mod tests;
