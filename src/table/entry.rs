@@ -82,19 +82,22 @@ pub(crate) mod life {
 }
 
 /// A stored key and value, with the state the table, the janitor and the wheel share.
+///
+/// Field order follows a lookup: `link`, `life`, `key` and `value` (what `get` reads) come
+/// first, so that they share as few cache lines as possible; the janitor's fields follow.
 #[repr(C)]
 pub(crate) struct Entry<K, V> {
     pub(crate) link: Link,
     /// Deadline and flags; see [`life`].
     pub(crate) life: AtomicU64,
+    pub(crate) key: K,
+    /// Dropped on its own, before the rest of the entry (see `crate::reclaim`).
+    value: UnsafeCell<ManuallyDrop<V>>,
     /// The next entry in whichever intake stack holds this entry: first the janitor's
     /// intake of new entries, later (once `TAKEN`) the table's intake of unlinked ones.
     pub(crate) intake_next: AtomicPtr<Entry<K, V>>,
     /// The wheel's links; only the janitor touches them.
     timer: UnsafeCell<TimerLinks<Entry<K, V>>>,
-    pub(crate) key: K,
-    /// Dropped on its own, before the rest of the entry (see `crate::reclaim`).
-    value: UnsafeCell<ManuallyDrop<V>>,
 }
 
 impl<K, V> Entry<K, V> {
@@ -103,10 +106,10 @@ impl<K, V> Entry<K, V> {
         Entry {
             link: Link::new(so_key),
             life: AtomicU64::new(life),
-            intake_next: AtomicPtr::new(ptr::null_mut()),
-            timer: UnsafeCell::new(TimerLinks::new()),
             key,
             value: UnsafeCell::new(ManuallyDrop::new(value)),
+            intake_next: AtomicPtr::new(ptr::null_mut()),
+            timer: UnsafeCell::new(TimerLinks::new()),
         }
     }
 

@@ -1,0 +1,244 @@
+//! Criterion benchmarks: `DownloadBuffer` (lock-free) against `RwLockBuffer` (the reference
+//! design), with an unsynchronized `HashMap` as the single-thread floor where it applies.
+//!
+//! Multi-thread cases run N threads that each do `iters / N` operations and report the wall
+//! time, so the throughput Criterion prints is the aggregate. This machine has 2 cores: the
+//! 4- and 8-thread cases measure oversubscription. Run with `cargo bench --bench buffer`;
+//! the HTML report is in `target/criterion/report/index.html`.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle, DownloadBuffer, ManualClock, RwLockBuffer};
+
+const THREADS: [usize; 4] = [1, 2, 4, 8];
+const TICK: Duration = Duration::from_millis(10);
+const EXPIRE: Duration = Duration::from_secs(600);
+
+fn id(n: u64) -> BufferId {
+    BufferId { handle: ChunkHandle(n as i64), timestamp: (n as i64).wrapping_mul(0x9E37_79B9) }
+}
+
+/// The implementations under test, by name.
+fn implementations() -> Vec<(&'static str, Arc<dyn Buffer>)> {
+    vec![
+        ("lockfree", Arc::new(DownloadBuffer::new(TICK, EXPIRE).unwrap())),
+        ("rwlock", Arc::new(RwLockBuffer::new(TICK, EXPIRE).unwrap())),
+    ]
+}
+
+fn fill(buffer: &dyn Buffer, resident: u64) {
+    for n in 0..resident {
+        buffer.set(id(n), Bytes::new());
+    }
+}
+
+/// Runs `op(thread, i)` for `iters` operations split over `threads` threads; returns the wall time.
+fn run_threads(threads: usize, iters: u64, op: Arc<dyn Fn(usize, u64) + Send + Sync>) -> Duration {
+    let per_thread = iters.div_ceil(threads as u64);
+    let barrier = Arc::new(Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let barrier = Arc::clone(&barrier);
+            let op = Arc::clone(&op);
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    op(t, i);
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    start.elapsed()
+}
+
+/// A cheap per-thread pseudo-random sequence over `0..resident`.
+fn pick(thread: usize, i: u64, resident: u64) -> u64 {
+    let mut x = (thread as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    x ^= x >> 31;
+    x % resident
+}
+
+fn get_hit(c: &mut Criterion) {
+    for resident in [10_000u64, 1_000_000] {
+        let mut group = c.benchmark_group(format!("get_hit/{resident}"));
+        group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(2));
+        let mut floor: HashMap<BufferId, Bytes, ahash::RandomState> = HashMap::default();
+        for n in 0..resident {
+            floor.insert(id(n), Bytes::new());
+        }
+        group.bench_function(BenchmarkId::new("hashmap-floor", 1), |b| {
+            let mut i = 0;
+            b.iter(|| {
+                i += 1;
+                black_box(floor.get(&id(pick(0, i, resident))).cloned())
+            })
+        });
+        for (name, buffer) in implementations() {
+            fill(&*buffer, resident);
+            for threads in THREADS {
+                group.bench_function(BenchmarkId::new(name, threads), |b| {
+                    let buffer = Arc::clone(&buffer);
+                    b.iter_custom(|iters| {
+                        let buffer = Arc::clone(&buffer);
+                        run_threads(
+                            threads,
+                            iters,
+                            Arc::new(move |t, i| {
+                                black_box(buffer.get(&id(pick(t, i, resident))));
+                            }),
+                        )
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+/// One Hercules write on fresh ids: set, get, get, fetch_and_delete (4 operations).
+fn pipeline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(2));
+    let payload = Bytes::from_static(&[7u8; 64]);
+    {
+        let mut floor: HashMap<BufferId, Bytes, ahash::RandomState> = HashMap::default();
+        let payload = payload.clone();
+        let mut n = 0u64;
+        group.bench_function(BenchmarkId::new("hashmap-floor", 1), |b| {
+            b.iter(|| {
+                n += 1;
+                let key = id(n);
+                floor.insert(key, payload.clone());
+                black_box(floor.get(&key).cloned());
+                black_box(floor.get(&key).cloned());
+                black_box(floor.remove(&key))
+            })
+        });
+    }
+    for (name, buffer) in implementations() {
+        for threads in THREADS {
+            let payload = payload.clone();
+            group.bench_function(BenchmarkId::new(name, threads), |b| {
+                let buffer = Arc::clone(&buffer);
+                let payload = payload.clone();
+                let round = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                b.iter_custom(|iters| {
+                    let buffer = Arc::clone(&buffer);
+                    let payload = payload.clone();
+                    let base = round.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 40;
+                    run_threads(
+                        threads,
+                        iters,
+                        Arc::new(move |t, i| {
+                            let key = id(base | (t as u64) << 32 | i);
+                            buffer.set(key, payload.clone());
+                            black_box(buffer.get(&key));
+                            black_box(buffer.get(&key));
+                            black_box(buffer.fetch_and_delete(&key).ok());
+                        }),
+                    )
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// 90% get hits, 10% set (replacing), over 100 000 resident entries.
+fn mix_90_10(c: &mut Criterion) {
+    const RESIDENT: u64 = 100_000;
+    let mut group = c.benchmark_group("mix_90_10");
+    group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(2));
+    for (name, buffer) in implementations() {
+        fill(&*buffer, RESIDENT);
+        for threads in THREADS {
+            group.bench_function(BenchmarkId::new(name, threads), |b| {
+                let buffer = Arc::clone(&buffer);
+                b.iter_custom(|iters| {
+                    let buffer = Arc::clone(&buffer);
+                    run_threads(
+                        threads,
+                        iters,
+                        Arc::new(move |t, i| {
+                            let key = id(pick(t, i, RESIDENT));
+                            if i % 10 == 0 {
+                                buffer.set(key, Bytes::new());
+                            } else {
+                                black_box(buffer.get(&key));
+                            }
+                        }),
+                    )
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
+/// The lock-free janitor's run with 1 M resident entries and nothing due.
+fn janitor_tick(c: &mut Criterion) {
+    let clock = ManualClock::new();
+    let buffer = DownloadBuffer::builder(TICK, EXPIRE).clock(clock.clone()).manual().build_download_buffer().unwrap();
+    fill(&buffer, 1_000_000);
+    buffer.run_janitor();
+    let mut group = c.benchmark_group("janitor_tick_1M_resident_nothing_due");
+    group.sample_size(20);
+    group.bench_function("lockfree", |b| {
+        b.iter(|| {
+            clock.advance(TICK / 4);
+            black_box(buffer.run_janitor())
+        })
+    });
+    group.finish();
+}
+
+/// Expiring 1 M entries with the lock-free janitor (manual mode), per entry.
+fn expire_1m(c: &mut Criterion) {
+    const N: u64 = 1_000_000;
+    let mut group = c.benchmark_group("expire_1M");
+    group.sample_size(10).throughput(Throughput::Elements(N));
+    group.bench_function("lockfree", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let clock = ManualClock::new();
+                let buffer = DownloadBuffer::builder(TICK, Duration::from_secs(1))
+                    .clock(clock.clone())
+                    .manual()
+                    .janitor_budget(usize::MAX)
+                    .build_download_buffer()
+                    .unwrap();
+                fill(&buffer, N);
+                buffer.run_janitor();
+                clock.advance(Duration::from_secs(2));
+                let start = Instant::now();
+                while buffer.run_janitor().more_due {}
+                total += start.elapsed();
+                assert!(buffer.is_empty());
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+fn len(c: &mut Criterion) {
+    let mut group = c.benchmark_group("len_1M_resident");
+    for (name, buffer) in implementations() {
+        fill(&*buffer, 1_000_000);
+        group.bench_function(name, |b| b.iter(|| black_box(buffer.len())));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, get_hit, pipeline, mix_90_10, janitor_tick, expire_1m, len);
+criterion_main!(benches);
