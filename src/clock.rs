@@ -77,9 +77,9 @@ impl fmt::Debug for ManualClock {
 
 /// The wheel's unit of time and the conversions to it.
 ///
-/// The wheel ticks four times per user `tick`: a coarse time is then at most a quarter
-/// tick stale, so an entry can be kept alive for at least `expire` after its last touch
-/// and still be gone within `expire + tick` (see `docs/design.md`, "Time").
+/// The wheel ticks eight times per user `tick`: the coarse time is then at most about an
+/// eighth of a tick stale, so an entry can be kept alive for at least `expire` after its
+/// last touch and still be gone within `expire + tick` (see `docs/design.md`, "Time").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimeScale {
     /// Length of one wheel tick in nanoseconds (at least 1).
@@ -89,7 +89,10 @@ pub(crate) struct TimeScale {
 }
 
 /// Wheel ticks per user tick.
-pub(crate) const TICKS_PER_USER_TICK: u32 = 4;
+pub(crate) const TICKS_PER_USER_TICK: u32 = 8;
+
+/// Wheel ticks added to a touch's coarse time (see [`TimeScale::deadline_after_touch`]).
+pub(crate) const TOUCH_MARGIN: u64 = 2;
 
 /// A deadline that never comes. Deadlines live in the low 59 bits of an entry's state.
 pub(crate) const NEVER: u64 = (1 << 59) - 1;
@@ -106,20 +109,22 @@ impl TimeScale {
         TimeScale { resolution_nanos, expire_ticks }
     }
 
-    /// The wheel tick that `now` falls in (never beyond [`NEVER`]).
+    /// The wheel tick that `now` falls in; saturates below [`NEVER`], so that time never
+    /// reaches a deadline that never comes.
     pub(crate) fn ticks(&self, now: Duration) -> u64 {
         let ticks = now.as_nanos() / u128::from(self.resolution_nanos);
-        u64::try_from(ticks).map_or(NEVER, |ticks| ticks.min(NEVER))
+        u64::try_from(ticks).map_or(NEVER - 1, |ticks| ticks.min(NEVER - 1))
     }
 
     /// The deadline of an entry touched at coarse time `now`: the first wheel tick at which
-    /// it is dead. One tick is added because the touch really happened somewhere inside
-    /// tick `now`, up to one tick later than `now` says.
+    /// it is dead. [`TOUCH_MARGIN`] ticks are added because the touch really happened up
+    /// to two ticks after `now`: the coarse time is published when a janitor run starts
+    /// (somewhere inside a tick, rounded down), and the next run publishes one tick later.
     pub(crate) fn deadline_after_touch(&self, now: u64) -> u64 {
         if self.expire_ticks >= NEVER {
             return NEVER;
         }
-        now.saturating_add(1).saturating_add(self.expire_ticks).min(NEVER)
+        now.saturating_add(TOUCH_MARGIN).saturating_add(self.expire_ticks).min(NEVER)
     }
 }
 
@@ -128,12 +133,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scale_rounds_expire_up_and_keeps_a_quarter_tick_resolution() {
-        let scale = TimeScale::new(Duration::from_millis(100), Duration::from_millis(1010));
-        assert_eq!(scale.resolution_nanos, 25_000_000);
-        assert_eq!(scale.expire_ticks, 41);
-        assert_eq!(scale.ticks(Duration::from_millis(99)), 3);
-        assert_eq!(scale.deadline_after_touch(3), 45);
+    fn scale_rounds_expire_up_and_keeps_an_eighth_tick_resolution() {
+        let scale = TimeScale::new(Duration::from_millis(80), Duration::from_millis(1005));
+        assert_eq!(scale.resolution_nanos, 10_000_000);
+        assert_eq!(scale.expire_ticks, 101);
+        assert_eq!(scale.ticks(Duration::from_millis(99)), 9);
+        assert_eq!(scale.deadline_after_touch(9), 112);
     }
 
     #[test]
@@ -145,7 +150,7 @@ mod tests {
         let scale = TimeScale::new(Duration::from_nanos(1), Duration::MAX);
         assert_eq!(scale.resolution_nanos, 1);
         assert_eq!(scale.expire_ticks, NEVER);
-        assert_eq!(scale.ticks(Duration::MAX), NEVER);
+        assert_eq!(scale.ticks(Duration::MAX), NEVER - 1, "time never reaches NEVER");
         assert_eq!(scale.deadline_after_touch(NEVER - 1), NEVER);
     }
 

@@ -16,7 +16,7 @@ use crate::error::require_nonzero;
 use crate::intake::Intake;
 use crate::janitor::{Janitor, JanitorRun, JanitorStats};
 use crate::reclaim::release_janitor_hold;
-use crate::sync::{epoch, Arc, AtomicU64, Ordering};
+use crate::sync::{epoch, Arc, AtomicBool, AtomicU64, Ordering};
 use crate::table::{life, new_entry, Table};
 use crate::ticker::Ticker;
 use crate::wheel::levels_for;
@@ -187,7 +187,9 @@ impl<S> Builder<S> {
             let resolution = Duration::from_nanos(scale.resolution_nanos);
             let janitor = Arc::clone(&core);
             Some(Ticker::spawn("download-buffer-janitor", resolution, move || {
-                janitor.run_janitor();
+                // A panic from user code (a key's `Eq`, a custom clock) must not end expiry
+                // for good: contain it; the run's try-lock is released on unwind.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| janitor.run_janitor()));
             }))
         };
         Ok(ExpiringMap { ticker, core })
@@ -309,7 +311,7 @@ where
         let entry = self.table.find(key, self.table.hash(key), &guard)?;
         let mut state = entry.load_life();
         loop {
-            if state & life::EXPIRED != 0 || life::deadline(state) <= now {
+            if !is_live(state, now) {
                 return None;
             }
             let wanted = self.scale.deadline_after_touch(now);
@@ -334,10 +336,14 @@ where
     fn delete(&self, key: &K) -> bool {
         let guard = epoch::pin();
         let hash = self.table.hash(key);
+        let now = self.now();
         loop {
             let Some(entry) = self.table.find(key, hash, &guard) else { return false };
+            let live = is_live(entry.load_life(), now);
             if self.table.remove(entry, &guard) {
-                return true;
+                // An expired entry is removed all the same (it is garbage), but it was not
+                // live: the janitor's claim may also have come just before our mark.
+                return live && entry.life.load(Ordering::SeqCst) & life::EXPIRED == 0;
             }
             // Removed (or replaced) under us: look again.
         }
@@ -349,8 +355,7 @@ where
         let now = self.now();
         loop {
             let entry = self.table.find(key, hash, &guard)?;
-            let state = entry.load_life();
-            if state & life::EXPIRED != 0 || life::deadline(state) <= now {
+            if !is_live(entry.load_life(), now) {
                 return None; // expired: the janitor removes it
             }
             // Readers may be cloning the value concurrently, so it is cloned here too; the
@@ -358,6 +363,13 @@ where
             // SAFETY: pinned by `guard`, and `entry` was found through the table.
             let value = unsafe { entry.value() }.clone();
             if self.table.remove(entry, &guard) {
+                // Our mark and the janitor's EXPIRED claim are both SeqCst: if the claim came
+                // first, we see it here and the entry counts as expired (it was due: the
+                // janitor claims only due entries). If our mark came first, the janitor's
+                // removal fails and only we have it. Either way one party owns it.
+                if entry.life.load(Ordering::SeqCst) & life::EXPIRED != 0 {
+                    return None;
+                }
                 return Some(value);
             }
         }
@@ -373,6 +385,11 @@ where
         }
         self.janitor.run(now, &self.table, &self.fresh)
     }
+}
+
+/// Whether an entry with `life` word `state` is visible at coarse time `now`.
+fn is_live(state: u64, now: u64) -> bool {
+    state & life::EXPIRED == 0 && life::deadline(state) > now
 }
 
 impl<K, V, S> Drop for ExpiringMap<K, V, S> {
@@ -397,10 +414,30 @@ impl<K, V, S> Drop for Core<K, V, S> {
             }
         });
         // The table's own drop (next) frees the linked entries and its unlinked intake.
-        // Entries the janitor retired earlier are the epoch's: push it along so they go now.
-        for _ in 0..4 {
-            epoch::pin().flush();
+        // Values removed earlier wait in the epoch's queue: push the epoch on until a marker
+        // deferred now has run, so that (unless another thread stays pinned) everything
+        // deferred before it has run too. Values still in another live thread's local bag
+        // cannot be reached from here; see docs/design.md, "Reclamation".
+        drain_epoch_queue();
+    }
+}
+
+/// Flushes the epoch until a marker deferred now has run (bounded: a thread pinned forever
+/// elsewhere would hold it back indefinitely).
+fn drain_epoch_queue() {
+    const MAX_FLUSHES: usize = if cfg!(crossbeam_loom) { 8 } else { 100_000 };
+    let ran = Arc::new(AtomicBool::new(false));
+    {
+        let ran = Arc::clone(&ran);
+        let guard = epoch::pin();
+        guard.defer(move || ran.store(true, Ordering::Release));
+        guard.flush();
+    }
+    for _ in 0..MAX_FLUSHES {
+        if ran.load(Ordering::Acquire) {
+            return;
         }
+        epoch::pin().flush();
     }
 }
 

@@ -310,7 +310,8 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher
         }
         // Due. The CAS decides the race with touches: a touch that moved the deadline
         // first makes it fail (and we look again); once it succeeds, every touch fails.
-        match entry.life.compare_exchange(state, state | life::EXPIRED, Ordering::AcqRel, Ordering::Acquire) {
+        // SeqCst: ordered against a remover's SeqCst mark (see `Core::fetch_and_delete`).
+        match entry.life.compare_exchange(state, state | life::EXPIRED, Ordering::SeqCst, Ordering::Acquire) {
             Ok(_) => {
                 if table.remove(entry, guard) {
                     report.expired += 1;

@@ -36,3 +36,97 @@ pub fn small_map<V: Clone + Send + Sync + 'static>() -> (Map<V>, ManualClock) {
         .expect("valid durations");
     (map, clock)
 }
+
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+
+/// Counts how many [`Tracked`] values were made (originals and clones) and dropped.
+#[derive(Default)]
+pub struct Counts {
+    made: AtomicUsize,
+    dropped: AtomicUsize,
+}
+
+impl Counts {
+    /// Values alive now.
+    pub fn alive(&self) -> usize {
+        self.made.load(Ordering::SeqCst) - self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+/// A payload loom can see: its bytes live in a loom `UnsafeCell`, read by `clone` and
+/// written by `drop`, so a clone racing a drop (a use after free in the engine) is a
+/// causality violation loom reports, and a clone after the drop reads the poison.
+pub struct Tracked {
+    payload: UnsafeCell<u64>,
+    counts: Arc<Counts>,
+}
+
+// SAFETY: the cell is written only in `drop` (which has `&mut self`) and read by `clone`;
+// a read racing the drop is exactly the engine bug these models look for, and loom
+// reports it as a causality violation.
+unsafe impl Sync for Tracked {}
+
+const POISON: u64 = 0xDEAD;
+
+impl Tracked {
+    pub fn new(value: u64, counts: &Arc<Counts>) -> Tracked {
+        counts.made.fetch_add(1, Ordering::SeqCst);
+        Tracked { payload: UnsafeCell::new(value), counts: Arc::clone(counts) }
+    }
+
+    pub fn value(&self) -> u64 {
+        let value = self.payload.with(|p| unsafe { *p });
+        assert_ne!(value, POISON, "read a dropped value");
+        value
+    }
+}
+
+impl Clone for Tracked {
+    fn clone(&self) -> Tracked {
+        Tracked::new(self.value(), &self.counts)
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.payload.with_mut(|p| unsafe {
+            assert_ne!(*p, POISON, "value dropped twice");
+            *p = POISON;
+        });
+        self.counts.dropped.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl std::fmt::Debug for Tracked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tracked({})", self.value())
+    }
+}
+
+/// A map of [`Tracked`] values whose removed values are released eagerly (the unlinker
+/// flushes its epoch bag), so that reclamation really runs inside small models.
+pub fn tracked_map() -> (Map<Tracked>, ManualClock, Arc<Counts>) {
+    let clock = ManualClock::new();
+    let map = Builder::new(Duration::from_millis(100), Duration::from_secs(1))
+        .clock(clock.clone())
+        .manual()
+        .initial_capacity(2)
+        .hasher(FixedHasher::default())
+        .build_with_eager_release(|_| true)
+        .expect("valid durations");
+    (map, clock, Arc::new(Counts::default()))
+}
+
+/// Pushes the epoch on so that deferred drops run (each flush may advance it once).
+pub fn flush_epoch() {
+    for _ in 0..3 {
+        crossbeam_epoch::pin().flush();
+    }
+}
+
+/// Wheel ticks are a quarter of the 100 ms tick; expire 1 s is 40 of them, so an entry set
+/// at time 0 has deadline 41 wheel ticks.
+pub const WHEEL_TICK: Duration = Duration::from_millis(25);
+pub const DEADLINE_TICKS: u32 = 41;

@@ -24,8 +24,10 @@ impl Counter {
         &self.shards[thread_index() & (self.shards.len() - 1)]
     }
 
-    pub(crate) fn increment(&self) {
-        self.shard().fetch_add(1, Ordering::Relaxed);
+    /// Adds one; returns the shard's new value, which callers sample (every 64th, say)
+    /// to decide when to look at the whole count.
+    pub(crate) fn increment(&self) -> isize {
+        self.shard().fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn decrement(&self) {

@@ -11,6 +11,9 @@ use std::ptr;
 use super::entry::Link;
 use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
 
+/// The most buckets a capacity hint can ask for up front (a 64 MiB top segment).
+const MAX_INITIAL_BUCKETS: usize = 1 << 24;
+
 /// At most 2^63 buckets: 64 segments.
 const SEGMENTS: usize = 64;
 
@@ -41,7 +44,9 @@ impl Directory {
     pub(crate) fn new(buckets: usize) -> Directory {
         Directory {
             segments: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
-            buckets: AtomicUsize::new(buckets.next_power_of_two().max(2)),
+            // Clamped: a segment is allocated whole, so a huge capacity hint must not turn
+            // into one huge allocation up front (the table grows past it on its own).
+            buckets: AtomicUsize::new(buckets.clamp(2, MAX_INITIAL_BUCKETS).next_power_of_two()),
         }
     }
 

@@ -7,9 +7,9 @@
 //! by inserting their dummy after their parent's, and no entry ever moves.
 //!
 //! Removal is Harris's: set the [`MARK`] bit of the node's `next` (the linearization
-//! point), then unlink it from its predecessor. Whoever unlinks hands the entry on
-//! (see [`Table::unlinked`]); nothing here frees an entry: the janitor does, through the
-//! epoch, once both the table and the wheel are done with it.
+//! point), then unlink it from its predecessor. Whoever unlinks defers the value's drop
+//! through the epoch and hands the entry to the janitor (see `crate::reclaim`): the
+//! table frees entries directly only when it is dropped.
 //!
 //! A set on a present key *replaces* the node: the new node takes the old one's successor
 //! and the old node's `next` is marked to point at the new one in one CAS, so a reader
@@ -141,15 +141,19 @@ where
                 // The linearization point of a replacing set: the old node is removed and
                 // the new one reachable through it, in one step.
                 if old.link.next.compare_exchange(succ, marked(new_link), Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                    self.unlink(at.pred, at.curr, new_link, guard);
+                    if !self.unlink(at.pred, at.curr, new_link, guard) {
+                        // The list changed around it: a search unlinks it (readers never do,
+                        // and the old value must not stay reachable).
+                        let _ = self.search(bucket, new.link.so_key, Some(&new.key), guard);
+                    }
                     return Some(old);
                 }
             } else {
                 new.link.next.store(at.curr, Ordering::Relaxed);
                 // Linearization point of an inserting set. Release publishes the entry.
                 if at.pred.next.compare_exchange(at.curr, new_link, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                    self.len.increment();
-                    self.maybe_grow();
+                    let shard = self.len.increment();
+                    self.maybe_grow(shard);
                     return None;
                 }
             }
@@ -164,7 +168,9 @@ where
             if is_marked(succ) {
                 return false;
             }
-            match entry.link.next.compare_exchange(succ, marked(succ), Ordering::AcqRel, Ordering::Acquire) {
+            // SeqCst: ordered against the janitor's SeqCst claim on `life` (see
+            // `Core::fetch_and_delete`).
+            match entry.link.next.compare_exchange(succ, marked(succ), Ordering::SeqCst, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(seen) => succ = seen,
             }
@@ -224,14 +230,16 @@ where
     /// Unlinks the removed node `curr` from `pred` (one CAS to `succ`). On success this
     /// thread owns the hand-off of the node to the janitor.
     fn unlink(&self, pred: &Link, curr: *mut Link, succ: *mut Link, guard: &Guard) -> bool {
-        if pred.next.compare_exchange(curr, succ, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            return false;
-        }
         let entry = curr.cast::<Entry<K, V>>();
         // SAFETY: `curr` was reachable while the guard is pinned; only entries are removed.
         let node = unsafe { &*entry };
-        // SAFETY: we are pinned and the value is dropped only by the closure deferred next.
+        // Asked before the CAS: a panicking predicate then leaves the entry linked (and
+        // marked) for the next search, instead of unlinked and never handed on.
+        // SAFETY: we are pinned and the value is dropped only after an unlink.
         let flush = (self.eager_release)(unsafe { node.value() });
+        if pred.next.compare_exchange(curr, succ, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return false;
+        }
         // SAFETY: we just unlinked the entry and are pinned by `guard`.
         unsafe { release_value_later(entry, guard, flush) };
         let before = node.life.fetch_or(life::UNLINKED, Ordering::AcqRel);
@@ -301,9 +309,12 @@ where
         }
     }
 
-    /// Every few inserts on a thread, doubles the buckets if the load factor is exceeded.
-    fn maybe_grow(&self) {
-        if insert_sampled() {
+    /// Every 64th increment of a length shard (every one under loom, so that small models
+    /// grow), doubles the buckets if the load factor is exceeded. Sampling the table's own
+    /// shard (not a thread-local count) makes short-lived writer threads grow it too.
+    fn maybe_grow(&self, shard: isize) {
+        const CHECK_EVERY: isize = if cfg!(crossbeam_loom) { 1 } else { 64 };
+        if shard % CHECK_EVERY == 0 {
             let buckets = self.directory.bucket_count();
             if self.len.sum() > buckets.saturating_mul(LOAD_FACTOR) {
                 self.directory.grow(buckets);
@@ -356,26 +367,6 @@ impl<K, V, S> Drop for Table<K, V, S> {
             curr = next;
         }
     }
-}
-
-/// Whether this insert should check the load factor: every 64th insert on a thread, so
-/// that summing the length shards costs little per insert.
-#[cfg(not(crossbeam_loom))]
-fn insert_sampled() -> bool {
-    thread_local! {
-        static INSERTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-    }
-    INSERTS.with(|inserts| {
-        let n = inserts.get().wrapping_add(1);
-        inserts.set(n);
-        n % 64 == 0
-    })
-}
-
-/// Under loom every insert checks, so that small models grow the table.
-#[cfg(crossbeam_loom)]
-fn insert_sampled() -> bool {
-    true
 }
 
 /// Makes an unpublished entry for `key` with `hash` and initial `life` word.

@@ -172,6 +172,11 @@ impl<T: Timer> Wheel<T> {
             if let Some(id) = self.in_progress {
                 if let Some(timer) = self.list_mut(id).pop_front() {
                     self.len -= 1;
+                    if self.list(id).is_empty() {
+                        // Settle now, so that `has_due` does not report the drained slot.
+                        self.in_progress = None;
+                        self.clear_if_empty(id);
+                    }
                     return Some(timer);
                 }
                 self.in_progress = None;
@@ -182,6 +187,11 @@ impl<T: Timer> Wheel<T> {
                 return None;
             }
             self.elapsed = self.elapsed.max(deadline);
+            if id == OVERFLOW && self.levels.iter().all(|level| level.occupied == 0) {
+                // Nothing is filed before `now`: jump there, so that a long catch-up turns
+                // the overflow once rather than once per top-level window.
+                self.elapsed = self.elapsed.max(now);
+            }
             if id == OVERFLOW {
                 while let Some(timer) = self.overflow.pop_front() {
                     // SAFETY: filed timers are alive; just unlinked, so on no list.

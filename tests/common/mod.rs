@@ -40,7 +40,11 @@ where
 }
 
 /// As [`manual_map`], hashing keys with `hasher`.
-pub fn manual_map_with_hasher<K, V, S>(tick: Duration, expire: Duration, hasher: S) -> (ExpiringMap<K, V, S>, ManualClock)
+pub fn manual_map_with_hasher<K, V, S>(
+    tick: Duration,
+    expire: Duration,
+    hasher: S,
+) -> (ExpiringMap<K, V, S>, ManualClock)
 where
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -54,8 +58,11 @@ where
 /// A [`DownloadBuffer`] in manual mode on a fresh [`ManualClock`].
 pub fn manual_buffer(tick: Duration, expire: Duration) -> (DownloadBuffer, ManualClock) {
     let clock = ManualClock::new();
-    let buffer =
-        DownloadBuffer::builder(tick, expire).clock(clock.clone()).manual().build_download_buffer().expect("valid durations");
+    let buffer = DownloadBuffer::builder(tick, expire)
+        .clock(clock.clone())
+        .manual()
+        .build_download_buffer()
+        .expect("valid durations");
     (buffer, clock)
 }
 
@@ -80,6 +87,45 @@ impl XorShift {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
+}
+
+/// Runs `body` alone and on a fresh thread, and returns what it returns (or resumes its panic).
+///
+/// For tests that measure something process-wide (heap bytes, live values) or rely on the
+/// epoch advancing promptly: the tests of a binary that use it run one at a time, and
+/// before `body` starts the process's epoch queue is emptied. A thread pinned in the epoch
+/// holds back every reclamation in the process; the test harness's threads finish their
+/// exit (crossbeam-epoch pins once more to hand over the thread's garbage) after the next
+/// test may have started, so a test body that ran on the harness thread could be held up by
+/// the previous one. A thread spawned here is joined, exit included, before the next test
+/// runs, and the harness threads never touch the epoch.
+pub fn isolated<R: Send + 'static>(body: impl FnOnce() -> R + Send + 'static) -> R {
+    let _serial = serial();
+    let worker = std::thread::spawn(move || {
+        drain_epoch();
+        body()
+    });
+    match worker.join() {
+        Ok(result) => result,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Pushes the epoch until everything queued for reclamation before the call has run (the
+/// global queue is first in, first out: a sentinel deferred now runs after all of it).
+pub fn drain_epoch() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let drained = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&drained);
+    crossbeam_epoch::pin().defer(move || flag.store(true, Ordering::SeqCst));
+    for _ in 0..10_000_000 {
+        if drained.load(Ordering::SeqCst) {
+            return;
+        }
+        crossbeam_epoch::pin().flush();
+    }
+    panic!("the epoch queue did not drain");
 }
 
 /// Serializes the tests of one binary that measure something process-wide (heap bytes,

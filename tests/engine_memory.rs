@@ -1,0 +1,280 @@
+//! Memory use of the lock-free engine, measured with a counting global allocator (this
+//! binary's only): heap bytes per entry, allocation-free `get`, a steady heap under a long
+//! set/get/get/fetch_and_delete pipeline, and prompt release of large removed payloads.
+//!
+//! The heap figures are process-wide, so the tests of this file run one at a time, each on
+//! a thread of its own (`common::isolated`). Run with `--nocapture` to see the figures.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{isolated, manual_buffer, manual_map, ms};
+use download_buffer::{BufferId, Bytes, ChunkHandle};
+
+/// Counts heap bytes in use (and their peak) and allocations, process-wide and per thread.
+struct Counting;
+
+static CURRENT: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// Allocations made by this thread (const-initialized, no destructor: safe to touch
+    /// from inside the allocator).
+    static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+impl Counting {
+    fn grew(size: usize) {
+        let now = CURRENT.fetch_add(size as isize, Ordering::Relaxed) + size as isize;
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let _ = THREAD_ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+    }
+
+    fn shrank(size: usize) {
+        CURRENT.fetch_sub(size as isize, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            Counting::grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            Counting::grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded from the caller.
+        unsafe { System.dealloc(ptr, layout) };
+        Counting::shrank(layout.size());
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded from the caller.
+        let new = unsafe { System.realloc(ptr, layout, new_size) };
+        if !new.is_null() {
+            Counting::shrank(layout.size());
+            Counting::grew(new_size);
+        }
+        new
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Heap bytes in use now.
+fn heap() -> isize {
+    CURRENT.load(Ordering::Relaxed)
+}
+
+/// Restarts the peak from the current level.
+fn reset_peak() {
+    PEAK.store(heap(), Ordering::Relaxed);
+}
+
+fn peak() -> isize {
+    PEAK.load(Ordering::Relaxed)
+}
+
+fn thread_allocations() -> u64 {
+    THREAD_ALLOCATIONS.with(Cell::get)
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+fn mib(bytes: isize) -> f64 {
+    bytes as f64 / MIB
+}
+
+/// A fresh id whose key bits are `n` (no clock read, no global state).
+fn id(n: u64) -> BufferId {
+    BufferId { handle: ChunkHandle(n as i64), timestamp: (n as i64).wrapping_mul(31) }
+}
+
+#[test]
+fn heap_bytes_per_entry_with_empty_values() {
+    isolated(|| {
+        const N: u64 = 1_000_000;
+        let ids: Vec<BufferId> = (0..N).map(id).collect();
+        let (buffer, _clock) = manual_buffer(ms(100), Duration::from_secs(3600));
+        buffer.set(id(u64::MAX), Bytes::new()); // registers this thread with the epoch
+        buffer.run_janitor();
+        let before = heap();
+        for id in &ids {
+            buffer.set(*id, Bytes::new());
+        }
+        let run = buffer.run_janitor();
+        assert_eq!(run.filed, N as usize, "{run:?}");
+        let after = heap();
+        assert_eq!(buffer.len(), N as usize + 1);
+        let per_entry = (after - before) as f64 / N as f64;
+        println!("DownloadBuffer: {per_entry:.1} heap bytes per entry with empty values ({N} entries, filed)");
+        assert!(per_entry <= 128.0, "{per_entry:.1} bytes per entry (limit 128)");
+        drop(buffer);
+
+        // The generic engine at u64 -> u64, for comparison.
+        let (map, _clock) = manual_map::<u64, u64>(ms(100), Duration::from_secs(3600));
+        map.set(u64::MAX, 0);
+        let before = heap();
+        for key in 0..N {
+            map.set(key, key);
+        }
+        map.run_janitor();
+        let per_entry = (heap() - before) as f64 / N as f64;
+        println!("ExpiringMap<u64, u64>: {per_entry:.1} heap bytes per entry ({N} entries, filed)");
+        assert!(per_entry <= 112.0, "{per_entry:.1} bytes per entry (limit 112)");
+    })
+}
+
+#[test]
+fn get_never_allocates() {
+    isolated(|| {
+        let (buffer, _clock) = manual_buffer(ms(100), Duration::from_secs(3600));
+        // Values of every representation Bytes has: static, empty, from a Vec (promoted to
+        // shared by `set`), from a Vec with spare capacity, and a large one.
+        for n in 0..1_000u64 {
+            let data = match n % 5 {
+                0 => Bytes::from_static(b"static payload"),
+                1 => Bytes::new(),
+                2 => Bytes::from(vec![n as u8; 100]),
+                3 => {
+                    let mut vec = Vec::with_capacity(256);
+                    vec.extend_from_slice(&[n as u8; 100]);
+                    Bytes::from(vec)
+                }
+                _ => Bytes::from(vec![n as u8; 64 * 1024]),
+            };
+            buffer.set(id(n), data);
+        }
+        buffer.run_janitor();
+        let (map, _clock) = manual_map::<u64, u64>(ms(100), Duration::from_secs(3600));
+        for key in 0..1_000 {
+            map.set(key, key);
+        }
+        map.run_janitor();
+        // Warm-up: the first pin registers this thread with the epoch.
+        for n in 0..1_000 {
+            drop(buffer.get(&id(n)));
+            let _ = map.get(&n);
+        }
+
+        let before = thread_allocations();
+        let mut hits = 0usize;
+        for round in 0..100_000u64 {
+            let n = round % 2_000; // half present, half absent
+            if let Some(data) = buffer.get(&id(n)) {
+                hits += 1;
+                std::hint::black_box(&data);
+            }
+            if map.get(&n).is_some() {
+                hits += 1;
+            }
+        }
+        let allocations = thread_allocations() - before;
+        assert_eq!(hits, 100_000, "half of 2 x 100_000 gets hit");
+        println!("get: {allocations} allocations in 200_000 gets (100_000 on each map)");
+        assert_eq!(allocations, 0, "get allocated");
+    })
+}
+
+#[test]
+fn heap_stays_steady_under_a_long_pipeline() {
+    isolated(|| {
+        // Each round: set a 1 KiB value, get it twice, fetch_and_delete it. Every 10_000 ops the
+        // clock moves 1 ms and the janitor runs (expire 10 min: nothing expires; the janitor
+        // only retires removed entries).
+        // 2 M rounds take ~3 s in debug builds: CI (debug) runs half of them.
+        let rounds: u64 = if cfg!(debug_assertions) { 1_000_000 } else { 2_000_000 };
+        let warm_up = rounds / 10;
+        const OPS_PER_RUN: u64 = 10_000;
+        const LIMIT: isize = 4 << 20;
+        let (buffer, clock) = manual_buffer(ms(100), Duration::from_secs(600));
+        let payload = vec![0x5au8; 1024];
+        let start = Instant::now();
+        let mut ops = 0u64;
+        let (mut warm, mut highest, mut lowest) = (0isize, isize::MIN, isize::MAX);
+        for round in 0..rounds {
+            let key = id(round);
+            buffer.set(key, Bytes::from(payload.clone()));
+            assert_eq!(buffer.get(&key).map(|data| data.len()), Some(1024));
+            assert_eq!(buffer.get(&key).map(|data| data.len()), Some(1024));
+            assert_eq!(buffer.fetch_and_delete(&key).map(|data| data.len()), Ok(1024));
+            ops += 4;
+            if ops % OPS_PER_RUN == 0 {
+                clock.advance(ms(1));
+                buffer.run_janitor();
+                if round + 1 == warm_up {
+                    warm = heap();
+                    reset_peak();
+                } else if round >= warm_up {
+                    highest = highest.max(heap());
+                    lowest = lowest.min(heap());
+                }
+            }
+        }
+        let top = peak();
+        println!(
+            "pipeline: {rounds} rounds ({ops} ops) in {:?}; live heap after warm-up {:.2} MiB, then between \
+             {:.2} and {:.2} MiB after janitor runs, peak {:.2} MiB (+{:.2} MiB over the warm-up level)",
+            start.elapsed(),
+            mib(warm),
+            mib(lowest),
+            mib(highest),
+            mib(top),
+            mib(top - warm)
+        );
+        assert!(buffer.is_empty());
+        assert!(top - warm < LIMIT, "heap grew {:.2} MiB over its warm-up level", mib(top - warm));
+    })
+}
+
+#[test]
+fn large_removed_values_are_released_without_the_janitor() {
+    isolated(|| {
+        // 10_000 values of 64 KiB (640 MiB in all) set and fetched; the janitor never runs, so
+        // only the eager epoch flush of large values can free them.
+        const ROUNDS: u64 = 10_000;
+        const LIMIT: isize = 8 << 20;
+        let (buffer, _clock) = manual_buffer(ms(100), Duration::from_secs(3600));
+        buffer.set(id(u64::MAX), Bytes::new()); // registers this thread with the epoch
+        let before = heap();
+        reset_peak();
+        let mut highest = 0isize;
+        for round in 0..ROUNDS {
+            let key = id(round);
+            buffer.set(key, Bytes::from(vec![round as u8; 64 * 1024]));
+            let data = buffer.fetch_and_delete(&key).expect("present");
+            assert_eq!(data.len(), 64 * 1024);
+            drop(data);
+            highest = highest.max(heap() - before);
+        }
+        let grown = peak() - before;
+        println!(
+            "large values: {ROUNDS} x 64 KiB set and fetched without a janitor run: heap +{:.2} MiB at the end, \
+             peak +{:.2} MiB (largest after a round +{:.2} MiB)",
+            mib(heap() - before),
+            mib(grown),
+            mib(highest)
+        );
+        assert!(grown < LIMIT, "heap grew by {:.2} MiB: removed 64 KiB values are held", mib(grown));
+    })
+}
