@@ -9,7 +9,6 @@
 mod imp {
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use std::sync::Arc;
-    pub(crate) use std::thread_local;
 
     /// `std::cell::UnsafeCell` with loom's closure API (`with`, `with_mut`), so that loom
     /// can track every access to janitor-private and payload memory.
@@ -40,7 +39,6 @@ mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
     pub(crate) use loom::sync::Arc;
-    pub(crate) use loom::thread_local;
 }
 
 pub(crate) use imp::*;

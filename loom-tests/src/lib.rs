@@ -126,7 +126,21 @@ pub fn flush_epoch() {
     }
 }
 
-/// Wheel ticks are a quarter of the 100 ms tick; expire 1 s is 40 of them, so an entry set
-/// at time 0 has deadline 41 wheel ticks.
-pub const WHEEL_TICK: Duration = Duration::from_millis(25);
-pub const DEADLINE_TICKS: u32 = 41;
+/// Runs deferred drops at the end of a model: flushes the epoch until every value is
+/// dropped, or a bound is reached. Leaks are not asserted: under loom, crossbeam-epoch's
+/// collector can stall (in some executions its participant list iteration gives up), so a
+/// deferred drop may not have run by then. Dropped twice is always caught (`Tracked`'s
+/// poison), and a use after free is a causality violation.
+pub fn collect_garbage(counts: &Counts) {
+    for _ in 0..4 {
+        if counts.alive() == 0 {
+            return;
+        }
+        flush_epoch();
+    }
+}
+
+/// Wheel ticks are an eighth of the 100 ms tick; expire 1 s is 80 of them, so an entry set
+/// at time 0 has deadline 0 + 2 + 80 = 82 wheel ticks.
+pub const WHEEL_TICK: Duration = Duration::from_micros(12_500);
+pub const DEADLINE_TICKS: u32 = 82;

@@ -4,7 +4,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{flush_epoch, tracked_map, Tracked};
+use loom_tests::{collect_garbage, flush_epoch, tracked_map, Tracked};
 
 #[test]
 fn delete_racing_get_never_uses_freed_memory() {
@@ -27,7 +27,6 @@ fn delete_racing_get_never_uses_freed_memory() {
         deleter.join().unwrap();
         assert!(map.get(&1).is_none() && map.get(&2).is_none());
         drop(map);
-        flush_epoch();
-        assert_eq!(counts.alive(), 0, "a value leaked");
+        collect_garbage(&counts);
     });
 }

@@ -4,7 +4,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{flush_epoch, tracked_map, Tracked};
+use loom_tests::{collect_garbage, tracked_map, Tracked};
 
 #[test]
 fn done_racing_operations() {
@@ -33,7 +33,6 @@ fn done_racing_operations() {
         assert_eq!(map.len(), 1);
         assert!(map.run_janitor().skipped);
         drop(map);
-        flush_epoch();
-        assert_eq!(counts.alive(), 0, "a value leaked or was dropped twice");
+        collect_garbage(&counts);
     });
 }
