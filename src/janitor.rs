@@ -310,6 +310,14 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher
         }
         // Due. The CAS decides the race with touches: a touch that moved the deadline
         // first makes it fail (and we look again); once it succeeds, every touch fails.
+        if cfg!(loom_broken = "janitor_blind_claim") {
+            // Broken on purpose: claim without checking that no touch moved the deadline.
+            entry.life.fetch_or(life::EXPIRED, Ordering::SeqCst);
+            if table.remove(entry, guard) {
+                report.expired += 1;
+            }
+            return;
+        }
         // SeqCst: ordered against a remover's SeqCst mark (see `Core::fetch_and_delete`).
         match entry.life.compare_exchange(state, state | life::EXPIRED, Ordering::SeqCst, Ordering::Acquire) {
             Ok(_) => {

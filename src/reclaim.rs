@@ -66,6 +66,18 @@ pub(crate) unsafe fn destroy_linked<K, V>(entry: *mut Entry<K, V>) {
 /// # Safety
 /// `entry` was just unlinked from the table by the caller, who is pinned by `guard`.
 pub(crate) unsafe fn release_value_later<K, V>(entry: *mut Entry<K, V>, guard: &Guard, flush: bool) {
+    #[cfg(loom_broken = "premature_free")]
+    {
+        // Broken on purpose: drop the value now, while readers may still hold it.
+        // SAFETY: none; this variant exists to show that the loom models catch it.
+        unsafe {
+            contained(|| (*entry).drop_value());
+            (*entry).life.fetch_or(life::VALUE_DROPPED, Ordering::AcqRel);
+        }
+        let _ = (guard, flush);
+        return;
+    }
+    #[allow(unreachable_code)]
     let owned = Unlinked(entry);
     // SAFETY: the closure runs after every thread pinned now has unpinned; no thread can
     // reach the entry afterwards (it is unlinked), and the entry's memory is freed only

@@ -23,17 +23,20 @@ pub type FixedHasher = BuildHasherDefault<DefaultHasher>;
 /// The map every model uses.
 pub type Map<V> = ExpiringMap<u64, V, FixedHasher>;
 
-/// A manual-mode map with a tiny table (2 buckets, so a few inserts force growth) and the
-/// janitor driven by hand: what every model starts from.
-pub fn small_map<V: Clone + Send + Sync + 'static>() -> (Map<V>, ManualClock) {
-    let clock = ManualClock::new();
-    let map = Builder::new(Duration::from_millis(100), Duration::from_secs(1))
+/// What every model starts from: manual mode (the janitor driven by hand) on `clock`, a tiny
+/// table (2 buckets, so a few inserts force growth), a fixed hasher, tick 100 ms, expire 1 s.
+fn builder(clock: &ManualClock) -> Builder<FixedHasher> {
+    Builder::new(Duration::from_millis(100), Duration::from_secs(1))
         .clock(clock.clone())
         .manual()
         .initial_capacity(2)
         .hasher(FixedHasher::default())
-        .build()
-        .expect("valid durations");
+}
+
+/// A small manual-mode map (see [`builder`]) and its clock.
+pub fn small_map<V: Clone + Send + Sync + 'static>() -> (Map<V>, ManualClock) {
+    let clock = ManualClock::new();
+    let map = builder(&clock).build().expect("valid durations");
     (map, clock)
 }
 
@@ -109,13 +112,7 @@ impl std::fmt::Debug for Tracked {
 /// flushes its epoch bag), so that reclamation really runs inside small models.
 pub fn tracked_map() -> (Map<Tracked>, ManualClock, Arc<Counts>) {
     let clock = ManualClock::new();
-    let map = Builder::new(Duration::from_millis(100), Duration::from_secs(1))
-        .clock(clock.clone())
-        .manual()
-        .initial_capacity(2)
-        .hasher(FixedHasher::default())
-        .build_with_eager_release(|_| true)
-        .expect("valid durations");
+    let map = builder(&clock).build_with_eager_release(|_| true).expect("valid durations");
     (map, clock, Arc::new(Counts::default()))
 }
 

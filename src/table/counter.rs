@@ -27,10 +27,22 @@ impl Counter {
     /// Adds one; returns the shard's new value, which callers sample (every 64th, say)
     /// to decide when to look at the whole count.
     pub(crate) fn increment(&self) -> isize {
+        if cfg!(loom_broken = "len_lost_update") {
+            // Broken on purpose: a load and a store, so concurrent updates are lost.
+            let shard = self.shard();
+            let next = shard.load(Ordering::Relaxed) + 1;
+            shard.store(next, Ordering::Relaxed);
+            return next;
+        }
         self.shard().fetch_add(1, Ordering::Relaxed) + 1
     }
 
     pub(crate) fn decrement(&self) {
+        if cfg!(loom_broken = "len_lost_update") {
+            let shard = self.shard();
+            shard.store(shard.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+            return;
+        }
         self.shard().fetch_sub(1, Ordering::Relaxed);
     }
 

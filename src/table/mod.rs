@@ -32,6 +32,10 @@ use crate::reclaim::{destroy_linked, release_janitor_hold, release_value_later};
 use crate::sync::epoch::Guard;
 use crate::sync::{AtomicBool, Ordering};
 
+/// The ordering that publishes a new entry (Release). Broken on purpose only under
+/// `--cfg loom_broken="relaxed_publish"`, to show that the loom models catch it.
+const PUBLISH: Ordering = if cfg!(loom_broken = "relaxed_publish") { Ordering::Relaxed } else { Ordering::AcqRel };
+
 /// Average entries per bucket before the table doubles its buckets.
 const LOAD_FACTOR: usize = 2;
 
@@ -151,7 +155,7 @@ where
             } else {
                 new.link.next.store(at.curr, Ordering::Relaxed);
                 // Linearization point of an inserting set. Release publishes the entry.
-                if at.pred.next.compare_exchange(at.curr, new_link, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                if at.pred.next.compare_exchange(at.curr, new_link, PUBLISH, Ordering::Acquire).is_ok() {
                     let shard = self.len.increment();
                     self.maybe_grow(shard);
                     return None;
@@ -165,6 +169,9 @@ where
     pub(crate) fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> bool {
         let mut succ = entry.link.next.load(Ordering::Acquire);
         loop {
+            if cfg!(loom_broken = "remove_ignores_mark") {
+                succ = unmarked(succ); // broken on purpose: a second remover also "wins"
+            }
             if is_marked(succ) {
                 return false;
             }
@@ -287,6 +294,11 @@ where
             }
             // SAFETY: `fresh` is ours until the CAS publishes it.
             unsafe { (*fresh).next.store(at.curr, Ordering::Relaxed) };
+            if cfg!(loom_broken = "dummy_store") {
+                // Broken on purpose: a store, not a CAS, so a concurrent insert can be lost.
+                at.pred.next.store(fresh, Ordering::Release);
+                break fresh;
+            }
             if at.pred.next.compare_exchange(at.curr, fresh, Ordering::AcqRel, Ordering::Acquire).is_ok() {
                 break fresh;
             }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Proves the loom models bite: builds the engine with each deliberately broken variant
+# (`--cfg loom_broken="..."`, see the cfg!(loom_broken = ...) sites in src/) and runs the model
+# that must catch it. Fails if any broken variant passes its model.
+# Usage: loom-tests/check-broken.sh [variant ...]     (default: all)
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# variant -> the model (test binary in loom-tests/tests) that must fail on it
+declare -A CATCHER=(
+    [relaxed_publish]=set_get
+    [remove_ignores_mark]=fetch_and_delete_race
+    [dummy_store]=growth
+    [premature_free]=delete_get
+    [touch_ignores_claim]=janitor_touch
+    [janitor_blind_claim]=janitor_touch
+    [len_lost_update]=len_counters
+)
+variants=("$@")
+[ ${#variants[@]} -eq 0 ] && variants=(relaxed_publish remove_ignores_mark dummy_store premature_free touch_ignores_claim janitor_blind_claim len_lost_update)
+
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
+export LOOM_MAX_BRANCHES="${LOOM_MAX_BRANCHES:-20000}"
+status=0
+for variant in "${variants[@]}"; do
+    model=${CATCHER[$variant]:?unknown variant $variant}
+    dir="target/loom-broken/$variant"
+    mkdir -p "$dir"
+    start=$(date +%s)
+    RUSTFLAGS="--cfg crossbeam_loom --cfg loom_broken=\"$variant\"" CARGO_TARGET_DIR="$dir" \
+        cargo test -q -p loom-tests --release --test "$model" >"$dir/run.log" 2>&1
+    rc=$?
+    took=$(( $(date +%s) - start ))
+    if [ $rc -eq 0 ]; then
+        printf '%-22s model %-22s PASSED (the model missed the bug!)  %4d s\n' "$variant" "$model" "$took"
+        status=1
+    elif grep -q "error\[E\|could not compile" "$dir/run.log"; then
+        printf '%-22s model %-22s BUILD FAILED (see %s)\n' "$variant" "$model" "$dir/run.log"
+        status=1
+    else
+        reason=$(grep -m1 -E "panicked at|Causality|assertion" -A1 "$dir/run.log" | tr '\n' ' ' | cut -c1-110)
+        printf '%-22s model %-22s caught  %4d s  %s\n' "$variant" "$model" "$took" "$reason"
+    fi
+done
+exit $status
