@@ -76,7 +76,12 @@ const POISON: u64 = 0xDEAD;
 impl Tracked {
     pub fn new(value: u64, counts: &Arc<Counts>) -> Tracked {
         counts.made.fetch_add(1, Ordering::SeqCst);
-        Tracked { payload: UnsafeCell::new(value), counts: Arc::clone(counts) }
+        let payload = UnsafeCell::new(POISON);
+        // A tracked write: a reader on another thread that sees this value without a
+        // happens-before edge to here (an entry published without Release) is a causality
+        // violation for loom.
+        payload.with_mut(|p| unsafe { *p = value });
+        Tracked { payload, counts: Arc::clone(counts) }
     }
 
     pub fn value(&self) -> u64 {
