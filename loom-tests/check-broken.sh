@@ -26,8 +26,9 @@ for variant in "${variants[@]}"; do
     model=${CATCHER[$variant]:?unknown variant $variant}
     dir="target/loom-broken/$variant"
     mkdir -p "$dir"
+    bound=$(sed -n 's|^// loom-max-preemptions: \([0-9]*\)$|\1|p' "loom-tests/tests/$model.rs")
     start=$(date +%s)
-    RUSTFLAGS="--cfg crossbeam_loom --cfg loom_broken=\"$variant\"" CARGO_TARGET_DIR="$dir" \
+    LOOM_MAX_PREEMPTIONS="${bound:-$LOOM_MAX_PREEMPTIONS}" RUSTFLAGS="--cfg crossbeam_loom --cfg loom_broken=\"$variant\"" CARGO_TARGET_DIR="$dir" \
         cargo test -q -p loom-tests --release --test "$model" >"$dir/run.log" 2>&1
     rc=$?
     took=$(( $(date +%s) - start ))

@@ -11,13 +11,16 @@ cargo build -q -p loom-tests --release --tests
 status=0
 for model in loom-tests/tests/*.rs; do
     name=$(basename "$model" .rs)
+    # A model may lower the bound for itself with a line `// loom-max-preemptions: N`.
+    bound=$(sed -n 's|^// loom-max-preemptions: \([0-9]*\)$|\1|p' "$model")
     start=$(date +%s.%N)
-    if cargo test -q -p loom-tests --release --test "$name" >"$CARGO_TARGET_DIR/$name.log" 2>&1; then
+    if LOOM_MAX_PREEMPTIONS="${bound:-$LOOM_MAX_PREEMPTIONS}" \
+        cargo test -q -p loom-tests --release --test "$name" >"$CARGO_TARGET_DIR/$name.log" 2>&1; then
         result=ok
     else
         result=FAILED
         status=1
     fi
-    printf '%-28s %-7s %6.1f s\n' "$name" "$result" "$(echo "$(date +%s.%N) - $start" | bc)"
+    printf '%-28s %-7s %6.1f s  (preemptions %s)\n' "$name" "$result" "$(echo "$(date +%s.%N) - $start" | bc)" "${bound:-$LOOM_MAX_PREEMPTIONS}"
 done
 exit $status
