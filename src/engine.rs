@@ -299,8 +299,9 @@ where
         // SAFETY: a fresh `Box::into_raw` entry, unpublished, keyed with `self.table`'s hash.
         let _replaced = unsafe { self.table.insert(entry, &guard) };
         if !janitor_gone {
-            // SAFETY: alive (only the janitor frees entries, and only after taking them
-            // from this intake or seeing them unlinked and untaken) and on no intake.
+            // SAFETY: alive: an entry is freed only after its janitor side lets go, which for
+            // an untaken entry happens only when the janitor takes it from this intake
+            // (docs/design.md, "Reclamation"); and it is on no intake yet.
             unsafe { self.fresh.push(entry) };
         }
     }

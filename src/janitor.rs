@@ -181,8 +181,8 @@ where
         while report.handled < self.budget {
             let Some(entry) = wheel.pop_due(now) else { break };
             report.handled += 1;
-            // SAFETY: filed entries are alive: only the janitor frees them, and only after
-            // taking them off the wheel.
+            // SAFETY: filed entries are alive: an entry is freed only after its janitor side
+            // lets go, which happens only once it is off the wheel.
             unsafe { expire_or_refile(wheel, entry, now, table, &guard, &mut report) };
         }
         report.more_due = wheel.has_due(now);
@@ -245,7 +245,7 @@ fn take_fresh<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
     report: &mut JanitorRun,
 ) {
     fresh.take_all(|entry| {
-        // SAFETY: entries on the intake are alive: only the janitor frees them.
+        // SAFETY: entries on the intake are alive: the janitor side has not let go of them.
         let before = unsafe { (*entry).life.fetch_or(life::TAKEN, Ordering::AcqRel) };
         if before & life::UNLINKED != 0 {
             // Unlinked before we took it: the unlinker left the janitor's hold to us.
