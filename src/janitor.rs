@@ -35,7 +35,8 @@ pub struct JanitorRun {
     pub filed: usize,
     /// Due timers handed out by the wheel (at most the budget).
     pub handled: usize,
-    /// Entries this run expired.
+    /// Entries this run expired and removed itself. An entry it claimed that a racing
+    /// remover unlinked first is gone all the same but not counted here.
     pub expired: usize,
     /// Removed entries the janitor let go of (their memory is freed once their value is).
     pub retired: usize,
@@ -53,7 +54,7 @@ pub struct JanitorRun {
 pub struct JanitorStats {
     /// Runs completed.
     pub runs: u64,
-    /// Entries expired.
+    /// Entries the janitor expired and removed itself (see [`JanitorRun::expired`]).
     pub expired: u64,
     /// Removed entries the janitor let go of.
     pub retired: u64,

@@ -1,38 +1,31 @@
-//! Model 6: a janitor run racing `fetch_and_delete` and `delete`: the entry goes once, its
-//! value is released once, nothing is freed twice.
+//! Model 6: a janitor run racing `fetch_and_delete` on a due entry: exactly one of them takes
+//! the entry, its value is released once, and nothing is freed twice.
 #![cfg(crossbeam_loom)]
 
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{collect_garbage, flush_epoch, tracked_map, Tracked, DEADLINE_TICKS, WHEEL_TICK};
+use loom_tests::{collect_garbage, tracked_map, Tracked, DEADLINE_TICKS, WHEEL_TICK};
 
 #[test]
 fn expiry_and_removal_take_the_entry_once() {
     loom::model(|| {
         let (map, clock, counts) = tracked_map();
         map.set(1, Tracked::new(7, &counts));
-        map.set(2, Tracked::new(8, &counts));
-        map.run_janitor(); // file both in the wheel
+        map.run_janitor(); // file it in the wheel
         clock.advance(WHEEL_TICK * DEADLINE_TICKS);
         let map = Arc::new(map);
         let janitor = {
             let map = Arc::clone(&map);
-            thread::spawn(move || {
-                let expired = map.run_janitor().expired;
-                flush_epoch();
-                expired
-            })
+            thread::spawn(move || map.run_janitor().expired)
         };
         let fetched = map.fetch_and_delete(&1).map(|value| value.value());
-        map.delete(&2);
         let expired = janitor.join().unwrap();
-        // Entry 1: fetched (before the janitor published the new time) or expired, not both.
-        // Entry 2: deleted or expired. The janitor counts only what it removed itself.
-        assert!(expired <= 2);
-        if fetched.is_some() {
-            assert_eq!(fetched, Some(7));
-            assert!(expired <= 1);
-        }
+        // Never both. Neither is possible too: the janitor claimed the entry, the fetch marked
+        // it and saw the claim (so it reports not-found), and the janitor, whose own removal
+        // then failed, does not count it. Either way the entry is gone and its value went to
+        // at most one party.
+        assert!(usize::from(fetched.is_some()) + expired <= 1, "fetched {fetched:?}, expired {expired}");
+        assert_eq!(fetched.unwrap_or(7), 7);
         assert_eq!(map.len(), 0);
         drop(map);
         collect_garbage(&counts);
