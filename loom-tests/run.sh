@@ -21,6 +21,6 @@ for model in loom-tests/tests/*.rs; do
         result=FAILED
         status=1
     fi
-    printf '%-28s %-7s %6.1f s  (preemptions %s)\n' "$name" "$result" "$(echo "$(date +%s.%N) - $start" | bc)" "${bound:-$LOOM_MAX_PREEMPTIONS}"
+    printf '%-28s %-7s %6.1f s  (preemptions %s)\n' "$name" "$result" "$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')" "${bound:-$LOOM_MAX_PREEMPTIONS}"
 done
 exit $status
