@@ -8,7 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # variant -> the model (test binary in loom-tests/tests) that must fail on it
 declare -A CATCHER=(
-    [relaxed_publish]=set_get
+    [relaxed_publish]=publish
     [remove_ignores_mark]=fetch_and_delete_race
     [dummy_store]=growth
     [premature_free]=delete_get
