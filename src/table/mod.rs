@@ -169,11 +169,10 @@ where
     pub(crate) fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> bool {
         let mut succ = entry.link.next.load(Ordering::Acquire);
         loop {
-            if cfg!(loom_broken = "remove_ignores_mark") {
-                succ = unmarked(succ); // broken on purpose: a second remover also "wins"
-            }
             if is_marked(succ) {
-                return false;
+                // Broken on purpose under `loom_broken = "remove_ignores_mark"`: a second
+                // remover also "wins".
+                return cfg!(loom_broken = "remove_ignores_mark");
             }
             // SeqCst: ordered against the janitor's SeqCst claim on `life` (see
             // `Core::fetch_and_delete`).
