@@ -11,7 +11,7 @@ use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle, DownloadBuffer, ManualClock, RwLockBuffer};
 
 const THREADS: [usize; 4] = [1, 2, 4, 8];
@@ -60,6 +60,22 @@ fn run_threads(threads: usize, iters: u64, op: Arc<dyn Fn(usize, u64) + Send + S
     start.elapsed()
 }
 
+/// Benchmarks `op(buffer, thread, i)` on `buffer` at every thread count in [`THREADS`].
+fn bench_threads<M, F>(group: &mut BenchmarkGroup<'_, M>, name: &str, buffer: &Arc<dyn Buffer>, op: F)
+where
+    M: criterion::measurement::Measurement<Value = Duration>,
+    F: Fn(&dyn Buffer, usize, u64) + Copy + Send + Sync + 'static,
+{
+    for threads in THREADS {
+        group.bench_function(BenchmarkId::new(name, threads), |b| {
+            b.iter_custom(|iters| {
+                let buffer = Arc::clone(buffer);
+                run_threads(threads, iters, Arc::new(move |t, i| op(&*buffer, t, i)))
+            })
+        });
+    }
+}
+
 /// A cheap per-thread pseudo-random sequence over `0..resident`.
 fn pick(thread: usize, i: u64, resident: u64) -> u64 {
     let mut x = (thread as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
@@ -84,21 +100,9 @@ fn get_hit(c: &mut Criterion) {
         });
         for (name, buffer) in implementations() {
             fill(&*buffer, resident);
-            for threads in THREADS {
-                group.bench_function(BenchmarkId::new(name, threads), |b| {
-                    let buffer = Arc::clone(&buffer);
-                    b.iter_custom(|iters| {
-                        let buffer = Arc::clone(&buffer);
-                        run_threads(
-                            threads,
-                            iters,
-                            Arc::new(move |t, i| {
-                                black_box(buffer.get(&id(pick(t, i, resident))));
-                            }),
-                        )
-                    })
-                });
-            }
+            bench_threads(&mut group, name, &buffer, move |buffer, t, i| {
+                black_box(buffer.get(&id(pick(t, i, resident))));
+            });
         }
         group.finish();
     }
@@ -160,26 +164,14 @@ fn mix_90_10(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(2));
     for (name, buffer) in implementations() {
         fill(&*buffer, RESIDENT);
-        for threads in THREADS {
-            group.bench_function(BenchmarkId::new(name, threads), |b| {
-                let buffer = Arc::clone(&buffer);
-                b.iter_custom(|iters| {
-                    let buffer = Arc::clone(&buffer);
-                    run_threads(
-                        threads,
-                        iters,
-                        Arc::new(move |t, i| {
-                            let key = id(pick(t, i, RESIDENT));
-                            if i % 10 == 0 {
-                                buffer.set(key, Bytes::new());
-                            } else {
-                                black_box(buffer.get(&key));
-                            }
-                        }),
-                    )
-                })
-            });
-        }
+        bench_threads(&mut group, name, &buffer, |buffer, t, i| {
+            let key = id(pick(t, i, RESIDENT));
+            if i % 10 == 0 {
+                buffer.set(key, Bytes::new());
+            } else {
+                black_box(buffer.get(&key));
+            }
+        });
     }
     group.finish();
 }
