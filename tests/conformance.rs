@@ -16,6 +16,7 @@
 //!
 //! [`Buffer`]: download_buffer::Buffer
 
+mod common;
 #[path = "conformance/suite.rs"]
 mod suite;
 

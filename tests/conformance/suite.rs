@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle, Error};
 
+use crate::common::XorShift;
+
 /// The janitor period of the timing tests.
 const TICK: Duration = Duration::from_millis(10);
 /// The idle lifetime of the timing tests.
@@ -112,28 +114,6 @@ fn assert_miss_allowed(touched: Instant, expire: Duration, context: &str) {
         idle >= expire,
         "{context}: the entry was missing only {idle:?} after it was last set or touched (expire {expire:?})"
     );
-}
-
-/// A tiny xorshift64* generator: deterministic per seed, no dependencies.
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> XorShift {
-        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 // ---------------------------------------------------------------------------------------
