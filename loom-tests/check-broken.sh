@@ -14,11 +14,13 @@ declare -A CATCHER=(
     [premature_free]=delete_get
     [touch_ignores_claim]=janitor_touch
     [janitor_blind_claim]=janitor_touch
-    [len_lost_update]=len_counters
+    [relaxed_find]=set_get
+    [janitor_counts_lost_removal]=janitor_remove
+    [stop_without_lock]=done_race
+    [len_no_undo]=len_counters
 )
 variants=("$@")
-# len_lost_update is left out by default: model 8 runs two threads, each on its own shard.
-[ ${#variants[@]} -eq 0 ] && variants=(relaxed_publish remove_ignores_mark dummy_store premature_free touch_ignores_claim janitor_blind_claim)
+[ ${#variants[@]} -eq 0 ] && mapfile -t variants < <(printf "%s\n" "${!CATCHER[@]}" | sort)
 
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 export LOOM_MAX_BRANCHES="${LOOM_MAX_BRANCHES:-20000}"

@@ -39,7 +39,9 @@ pub trait Buffer: Send + Sync {
     /// gets it. A missing or expired id gives [`Error::NotFound`] naming the id.
     fn fetch_and_delete(&self, id: &BufferId) -> Result<Bytes, Error>;
 
-    /// The number of entries held (live entries plus expired ones not yet swept).
+    /// The number of entries held (live entries plus expired ones not yet swept). Exact
+    /// when no call runs concurrently; while other calls run, never more than the buffer
+    /// held at some instant of the call (it may be lower).
     fn len(&self) -> usize;
 
     /// Whether [`len`](Buffer::len) is zero.

@@ -65,7 +65,8 @@ impl DownloadBuffer {
         self.map.fetch_and_delete(id).ok_or(Error::NotFound { id: *id })
     }
 
-    /// The number of entries held (live ones plus expired ones the janitor has not removed).
+    /// The number of entries held (live ones plus expired ones the janitor has not removed);
+    /// see [`ExpiringMap::len`] for what it means under concurrency.
     pub fn len(&self) -> usize {
         self.map.len()
     }

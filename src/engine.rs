@@ -12,11 +12,12 @@ use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock, TimeScale};
+use crate::coarse_time::{CoarseTime, Reading, READ_THE_CLOCK};
 use crate::error::require_nonzero;
 use crate::intake::Intake;
 use crate::janitor::{Janitor, JanitorRun, JanitorStats};
 use crate::reclaim::release_janitor_hold;
-use crate::sync::{epoch, Arc, AtomicBool, AtomicU64, Ordering};
+use crate::sync::{epoch, Arc, AtomicBool, Ordering};
 use crate::table::{life, new_entry, Table};
 use crate::ticker::Ticker;
 use crate::wheel::levels_for;
@@ -25,9 +26,6 @@ use crate::Error;
 /// Entries a janitor run expires or re-files at most, by default; the rest waits for the
 /// next run, so a mass expiry never turns into one long run.
 pub const DEFAULT_JANITOR_BUDGET: usize = 1 << 18;
-
-/// The coarse time's value once the janitor has stopped: callers then read the clock.
-const READ_THE_CLOCK: u64 = u64::MAX;
 
 /// A lock-free concurrent map whose entries expire when idle, with a timing-wheel janitor.
 ///
@@ -70,9 +68,10 @@ struct Core<K, V, S> {
     janitor: Janitor<K, V>,
     scale: TimeScale,
     clock: Box<dyn Clock>,
-    /// The coarse time in wheel ticks, published by the janitor; [`READ_THE_CLOCK`] once
-    /// it has stopped. The hot path's only notion of time.
-    now: AtomicU64,
+    /// The coarse time in wheel ticks, published by the janitor (with the deadlines a late
+    /// run could not trust); [`READ_THE_CLOCK`] once it has stopped. The hot path's only
+    /// notion of time.
+    time: CoarseTime,
 }
 
 /// Configures an [`ExpiringMap`]: clock, manual mode, capacity, janitor budget, hasher.
@@ -179,7 +178,7 @@ impl<S> Builder<S> {
             janitor: Janitor::new(levels_for(scale.expire_ticks.saturating_add(2)), now, self.budget),
             scale,
             clock,
-            now: AtomicU64::new(now),
+            time: CoarseTime::new(now, !self.manual),
         });
         let ticker = if self.manual {
             None
@@ -237,7 +236,9 @@ where
     }
 
     /// The number of entries held (live ones plus expired ones the janitor has not
-    /// removed yet). Exact when no call runs concurrently.
+    /// removed yet). Exact when no call runs concurrently; under concurrent updates it is
+    /// never more than the map held at some instant of the call, and may be lower by the
+    /// updates that ran meanwhile.
     pub fn len(&self) -> usize {
         self.core.table.len()
     }
@@ -254,8 +255,8 @@ where
         if let Some(ticker) = &self.ticker {
             ticker.stop();
         }
-        self.core.janitor.stop(&self.core.table, &self.core.fresh);
-        self.core.now.store(READ_THE_CLOCK, Ordering::Release);
+        self.core.janitor.stop(&self.core.time, &self.core.scale, &self.core.table, &self.core.fresh);
+        self.core.time.switch_to_clock();
     }
 
     /// Runs the janitor once, now: reads the clock, takes the intakes, expires what is due
@@ -278,17 +279,19 @@ where
     S: BuildHasher,
 {
     /// The coarse time in wheel ticks: one atomic load while the janitor runs.
-    fn now(&self) -> u64 {
-        match self.now.load(Ordering::Acquire) {
-            READ_THE_CLOCK => self.scale.ticks(self.clock.now()),
-            now => now,
+    fn time(&self) -> Reading {
+        let reading = self.time.read();
+        if reading.now == READ_THE_CLOCK {
+            reading.at(self.scale.ticks(self.clock.now()))
+        } else {
+            reading
         }
     }
 
     fn set(&self, key: K, value: V) {
         let guard = epoch::pin();
         let hash = self.table.hash(&key);
-        let mut state = self.scale.deadline_after_touch(self.now());
+        let mut state = self.scale.deadline_after_touch(self.time().now);
         let janitor_gone = self.table.janitor_gone();
         if janitor_gone {
             // Nobody will take it from the intake: it counts as taken already, so its
@@ -308,14 +311,14 @@ where
 
     fn get(&self, key: &K) -> Option<V> {
         let guard = epoch::pin();
-        let now = self.now();
+        let time = self.time();
         let entry = self.table.find(key, self.table.hash(key), &guard)?;
         let mut state = entry.load_life();
         loop {
-            if !is_live(state, now) {
+            if !is_live(state, &time) {
                 return None;
             }
-            let wanted = self.scale.deadline_after_touch(now);
+            let wanted = self.scale.deadline_after_touch(time.now);
             if wanted <= life::deadline(state) {
                 break; // the deadline would move by less than a tick: write nothing
             }
@@ -337,10 +340,10 @@ where
     fn delete(&self, key: &K) -> bool {
         let guard = epoch::pin();
         let hash = self.table.hash(key);
-        let now = self.now();
+        let time = self.time();
         loop {
             let Some(entry) = self.table.find(key, hash, &guard) else { return false };
-            let live = is_live(entry.load_life(), now);
+            let live = is_live(entry.load_life(), &time);
             if self.table.remove(entry, &guard) {
                 // An expired entry is removed all the same (it is garbage), but it was not
                 // live: the janitor's claim may also have come just before our mark.
@@ -353,10 +356,10 @@ where
     fn fetch_and_delete(&self, key: &K) -> Option<V> {
         let guard = epoch::pin();
         let hash = self.table.hash(key);
-        let now = self.now();
+        let time = self.time();
         loop {
             let entry = self.table.find(key, hash, &guard)?;
-            if !is_live(entry.load_life(), now) {
+            if !is_live(entry.load_life(), &time) {
                 return None; // expired: the janitor removes it
             }
             // Readers may be cloning the value concurrently, so it is cloned here too; the
@@ -378,21 +381,15 @@ where
 
     fn run_janitor(&self) -> JanitorRun {
         let now = self.scale.ticks(self.clock.now());
-        if !self.janitor.is_stopped() {
-            // Publish the coarse time; never move it back (a custom clock might).
-            let _ = self.now.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-                (current != READ_THE_CLOCK && now > current).then_some(now)
-            });
-        }
-        self.janitor.run(now, &self.table, &self.fresh)
+        self.janitor.run(now, &self.time, &self.scale, &self.table, &self.fresh)
     }
 }
 
-/// Whether an entry with `life` word `state` is visible at coarse time `now`.
-fn is_live(state: u64, now: u64) -> bool {
+/// Whether an entry with `life` word `state` is visible at `time`.
+fn is_live(state: u64, time: &Reading) -> bool {
     // Under `--cfg loom_broken="touch_ignores_claim"` the janitor's claim is ignored, on
     // purpose, to show that the loom models catch it.
-    (cfg!(loom_broken = "touch_ignores_claim") || state & life::EXPIRED == 0) && life::deadline(state) > now
+    (cfg!(loom_broken = "touch_ignores_claim") || state & life::EXPIRED == 0) && time.keeps(life::deadline(state))
 }
 
 impl<K, V, S> Drop for ExpiringMap<K, V, S> {

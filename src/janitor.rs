@@ -19,10 +19,12 @@
 
 use std::ptr::NonNull;
 
+use crate::clock::TimeScale;
+use crate::coarse_time::{CoarseTime, Reading};
 use crate::intake::Intake;
 use crate::reclaim::{self, release_janitor_hold};
 use crate::sync::epoch::{self, Guard};
-use crate::sync::{AtomicBool, AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{fence, AtomicBool, AtomicU64, Ordering, UnsafeCell};
 use crate::table::{life, Entry, Table};
 use crate::wheel::{self, Wheel};
 
@@ -40,6 +42,9 @@ pub struct JanitorRun {
     pub expired: usize,
     /// Removed entries the janitor let go of (their memory is freed once their value is).
     pub retired: usize,
+    /// Due entries given a new deadline instead of expiring: their deadline came from a
+    /// touch dated while the janitor was late, so the touch may have been an instant ago.
+    pub redated: usize,
     /// Whether due timers were left for the next run (the budget ran out).
     pub more_due: bool,
     /// Entries filed in the wheel after the run.
@@ -87,9 +92,12 @@ struct Running<'a>(&'a AtomicBool);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        // SeqCst, with the CAS in `try_lock` and the `stop_requested` accesses: a stopper
-        // that fails to take the lock is then sure the holder sees its request.
-        self.0.store(false, Ordering::SeqCst);
+        self.0.store(false, Ordering::Release);
+        // Pairs with the fence in `Janitor::stop` (a store-buffering handshake): either the
+        // stopper's `try_lock` sees this release, or `finish_stop`, which every run calls
+        // after this, sees its request. Fences, not SeqCst accesses, because loom checks
+        // fences but models SeqCst accesses as AcqRel (loom-tests model 7 found the gap).
+        fence(Ordering::SeqCst);
     }
 }
 
@@ -122,7 +130,7 @@ impl<K, V> Janitor<K, V> {
 
     fn try_lock(&self) -> Option<Running<'_>> {
         self.running
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .ok()
             .map(|_| Running(&self.running))
     }
@@ -136,17 +144,21 @@ where
     pub(crate) fn run<S: std::hash::BuildHasher>(
         &self,
         now: u64,
+        time: &CoarseTime,
+        scale: &TimeScale,
         table: &Table<K, V, S>,
         fresh: &Intake<K, V>,
     ) -> JanitorRun {
-        let report = self.run_once(now, table, fresh);
-        self.finish_stop(table, fresh);
+        let report = self.run_once(now, time, scale, table, fresh);
+        self.finish_stop(time, scale, table, fresh);
         report
     }
 
     fn run_once<S: std::hash::BuildHasher>(
         &self,
         now: u64,
+        time: &CoarseTime,
+        scale: &TimeScale,
         table: &Table<K, V, S>,
         fresh: &Intake<K, V>,
     ) -> JanitorRun {
@@ -159,7 +171,7 @@ where
         self.wheel.with_mut(|wheel| {
             // SAFETY: holding `running` gives exclusive access to the wheel.
             let wheel = unsafe { &mut *wheel };
-            let report = self.run_locked(wheel, now, table, fresh);
+            let report = self.run_locked(wheel, now, time, scale, table, fresh);
             self.runs.fetch_add(1, Ordering::Relaxed);
             self.expired.fetch_add(report.expired as u64, Ordering::Relaxed);
             self.retired.fetch_add(report.retired as u64, Ordering::Relaxed);
@@ -171,22 +183,29 @@ where
         &self,
         wheel: &mut Wheel<Entry<K, V>>,
         now: u64,
+        time: &CoarseTime,
+        scale: &TimeScale,
         table: &Table<K, V, S>,
         fresh: &Intake<K, V>,
     ) -> JanitorRun {
         let now = now.max(wheel.elapsed());
+        // Step 1: publish the time (and, if this run is late, the uncertain deadlines).
+        let due = Due { time: time.publish(now, scale), redate_to: scale.deadline_after_touch(now) };
         let mut report = JanitorRun { now, ..JanitorRun::default() };
         let guard = epoch::pin();
-        take_fresh(wheel, fresh, now, table, &guard, &mut report);
+        take_fresh(wheel, fresh, &due, table, &guard, &mut report);
         take_unlinked(wheel, table, &mut report);
         while report.handled < self.budget {
             let Some(entry) = wheel.pop_due(now) else { break };
             report.handled += 1;
             // SAFETY: filed entries are alive: an entry is freed only after its janitor side
             // lets go, which happens only once it is off the wheel.
-            unsafe { expire_or_refile(wheel, entry, now, table, &guard, &mut report) };
+            unsafe { expire_or_refile(wheel, entry, &due, table, &guard, &mut report) };
         }
         report.more_due = wheel.has_due(now);
+        if !report.more_due {
+            time.settle(now);
+        }
         report.timers = wheel.len();
         wheel.advance_to(now);
         take_unlinked(wheel, table, &mut report);
@@ -206,17 +225,34 @@ where
     /// themselves. Never waits: if a run is in progress (another thread's manual run, or
     /// this very thread, when a destructor calls `done` during a run), that run makes
     /// the last run as it finishes.
-    pub(crate) fn stop<S: std::hash::BuildHasher>(&self, table: &Table<K, V, S>, fresh: &Intake<K, V>) {
-        self.stop_requested.store(true, Ordering::SeqCst);
-        self.finish_stop(table, fresh);
+    pub(crate) fn stop<S: std::hash::BuildHasher>(
+        &self,
+        time: &CoarseTime,
+        scale: &TimeScale,
+        table: &Table<K, V, S>,
+        fresh: &Intake<K, V>,
+    ) {
+        self.stop_requested.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst); // see `Running::drop`
+        self.finish_stop(time, scale, table, fresh);
     }
 
-    fn finish_stop<S: std::hash::BuildHasher>(&self, table: &Table<K, V, S>, fresh: &Intake<K, V>) {
-        if !self.stop_requested.load(Ordering::SeqCst) || self.is_stopped() {
+    fn finish_stop<S: std::hash::BuildHasher>(
+        &self,
+        time: &CoarseTime,
+        scale: &TimeScale,
+        table: &Table<K, V, S>,
+        fresh: &Intake<K, V>,
+    ) {
+        if !self.stop_requested.load(Ordering::Relaxed) || self.is_stopped() {
             return;
         }
-        let Some(_running) = self.try_lock() else {
-            return; // the holder sees the request when it releases the lock
+        // Broken on purpose under `loom_broken = "stop_without_lock"`: the last run goes
+        // ahead while another run may hold the wheel.
+        let _running = match self.try_lock() {
+            Some(running) => Some(running),
+            None if cfg!(loom_broken = "stop_without_lock") => None,
+            None => return, // the holder sees the request when it releases the lock
         };
         if self.is_stopped() {
             return;
@@ -227,7 +263,8 @@ where
             let guard = epoch::pin();
             let mut report = JanitorRun::default();
             let now = wheel.elapsed();
-            take_fresh(wheel, fresh, now, table, &guard, &mut report);
+            let due = Due { time: time.read().at(now), redate_to: scale.deadline_after_touch(now) };
+            take_fresh(wheel, fresh, &due, table, &guard, &mut report);
             take_unlinked(wheel, table, &mut report);
         });
         // From here on, removers retire entries themselves.
@@ -236,11 +273,18 @@ where
     }
 }
 
+/// What a run expires against: its reading of the coarse time, and the deadline it gives
+/// an entry whose deadline is uncertain (as if touched at the run's time).
+struct Due {
+    time: Reading,
+    redate_to: u64,
+}
+
 /// Step 2: file new entries, or free those already unlinked.
 fn take_fresh<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
     wheel: &mut Wheel<Entry<K, V>>,
     fresh: &Intake<K, V>,
-    now: u64,
+    due: &Due,
     table: &Table<K, V, S>,
     guard: &Guard,
     report: &mut JanitorRun,
@@ -261,7 +305,7 @@ fn take_fresh<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
             Ok(()) => report.filed += 1,
             // Due already: decide now.
             // SAFETY: as above.
-            Err(timer) => unsafe { expire_or_refile(wheel, timer, now, table, guard, report) },
+            Err(timer) => unsafe { expire_or_refile(wheel, timer, due, table, guard, report) },
         }
     });
 }
@@ -280,14 +324,16 @@ fn take_unlinked<K, V, S>(wheel: &mut Wheel<Entry<K, V>>, table: &Table<K, V, S>
 }
 
 /// Step 4 for one handed-out timer: file it again if its deadline moved past `now`,
-/// claim and remove it if it is due, leave it unfiled if it was removed meanwhile.
+/// re-date and re-file it if its deadline is uncertain (a late run: see
+/// [`crate::coarse_time`]), claim and remove it if it is due, leave it unfiled if it was
+/// removed meanwhile.
 ///
 /// # Safety
 /// `timer` is a live entry on no wheel list.
 unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
     wheel: &mut Wheel<Entry<K, V>>,
     timer: NonNull<Entry<K, V>>,
-    now: u64,
+    due: &Due,
     table: &Table<K, V, S>,
     guard: &Guard,
     report: &mut JanitorRun,
@@ -295,6 +341,7 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher
     // SAFETY: the caller guarantees the entry is alive.
     let entry = unsafe { timer.as_ref() };
     debug_assert_eq!(unsafe { wheel::list_of(timer) }, wheel::NOT_FILED);
+    let now = due.time.now;
     let mut state = entry.load_life();
     loop {
         if state & (life::UNLINKED | life::EXPIRED) != 0 || entry.is_removed() {
@@ -309,6 +356,25 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher
             debug_assert!(filed.is_ok(), "deadline {deadline} > now {now} >= elapsed");
             return;
         }
+        if due.time.is_uncertain(deadline) {
+            // Perhaps touched an instant ago, dated by a stale time: touch it as of now,
+            // for the caller that may have. A CAS like a touch's: a real touch or a
+            // remover that comes first makes it fail, and we look again.
+            let redated = (state & !life::DEADLINE) | due.redate_to;
+            match entry.life.compare_exchange(state, redated, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    // SAFETY: alive and unfiled, as the caller guarantees.
+                    let filed = unsafe { wheel.insert(timer, due.redate_to) };
+                    debug_assert!(filed.is_ok(), "re-dated to {} > now {now}", due.redate_to);
+                    report.redated += 1;
+                    return;
+                }
+                Err(seen) => {
+                    state = seen;
+                    continue;
+                }
+            }
+        }
         // Due. The CAS decides the race with touches: a touch that moved the deadline
         // first makes it fail (and we look again); once it succeeds, every touch fails.
         if cfg!(loom_broken = "janitor_blind_claim") {
@@ -322,7 +388,11 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher
         // SeqCst: ordered against a remover's SeqCst mark (see `Core::fetch_and_delete`).
         match entry.life.compare_exchange(state, state | life::EXPIRED, Ordering::SeqCst, Ordering::Acquire) {
             Ok(_) => {
-                if table.remove(entry, guard) {
+                // Only the remover that marks the entry owns it: if a `delete` or
+                // `fetch_and_delete` marked it first, it is theirs, not an expiry. Broken on
+                // purpose under `loom_broken = "janitor_counts_lost_removal"`: the claim alone
+                // counts, so an entry can be both fetched and expired.
+                if table.remove(entry, guard) || cfg!(loom_broken = "janitor_counts_lost_removal") {
                     report.expired += 1;
                 }
                 return;

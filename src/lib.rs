@@ -36,6 +36,7 @@
 
 mod buffer;
 mod clock;
+mod coarse_time;
 mod download;
 mod engine;
 mod error;

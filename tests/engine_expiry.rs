@@ -13,10 +13,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use common::{manual_buffer, manual_map, manual_map_with_budget, ms};
-use download_buffer::{BufferId, Builder, Bytes, ChunkHandle, Error, ExpiringMap, JanitorRun, ManualClock};
+use download_buffer::{BufferId, Builder, Bytes, ChunkHandle, Clock, Error, ExpiringMap, JanitorRun, ManualClock};
 
 const TICK: Duration = ms(80);
 const EXPIRE: Duration = ms(1000);
@@ -561,26 +563,128 @@ fn entries_set_during_the_catch_up_do_not_prolong_it() {
     );
 }
 
+/// A clock that can hold the janitor thread inside `now()`: a descheduled janitor, made
+/// deterministic. The hot path never reads the clock while the janitor runs, so callers
+/// are not held.
+#[derive(Clone, Default)]
+struct StallableClock(Arc<StallState>);
+
+#[derive(Default)]
+struct StallState {
+    nanos: AtomicU64,
+    stalled: Mutex<bool>,
+    released: Condvar,
+    /// Threads held inside `now()` right now.
+    held: AtomicU64,
+}
+
+impl Clock for StallableClock {
+    fn now(&self) -> Duration {
+        let state = &*self.0;
+        let mut stalled = state.stalled.lock().unwrap();
+        if *stalled {
+            state.held.fetch_add(1, Ordering::SeqCst);
+            while *stalled {
+                stalled = state.released.wait(stalled).unwrap();
+            }
+            state.held.fetch_sub(1, Ordering::SeqCst);
+        }
+        Duration::from_nanos(state.nanos.load(Ordering::SeqCst))
+    }
+}
+
+impl StallableClock {
+    fn advance(&self, by: Duration) {
+        self.0.nanos.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+    }
+    /// Holds the janitor in its next `now()`; returns once it is held there.
+    fn stall_janitor(&self) {
+        *self.0.stalled.lock().unwrap() = true;
+        wait_for("the janitor to be held in the clock", || self.0.held.load(Ordering::SeqCst) == 1);
+    }
+    fn release(&self) {
+        *self.0.stalled.lock().unwrap() = false;
+        self.0.released.notify_all();
+    }
+}
+
+/// Polls `done` (every millisecond, up to 10 s).
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(ms(1));
+    }
+}
+
+/// Waits until the janitor thread has completed `n` more runs.
+fn wait_for_runs<K, V>(map: &ExpiringMap<K, V>, n: u64)
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let target = map.janitor_stats().runs + n;
+    wait_for("janitor runs", || map.janitor_stats().runs >= target);
+}
+
 /// The contract (`Buffer`): "an entry stays visible for at least `expire` after its last
-/// `set` or `get`". Here the clock says the `get` and the `set` happened at 3600 s, one
-/// instant before the janitor's run at 3600 s; but the coarse time they were dated with
-/// was still 0 (published by the last run, an hour earlier), so their deadlines (tick 102)
-/// are an hour in the past and the catch-up run expires both at once. In manual mode this
-/// follows the documented rule "the coarse time moves only on run_janitor"; with the
-/// janitor thread, a janitor descheduled for longer than `expire` makes every caller's
-/// touches in that window stale in the same way, and the contract is broken in real time.
+/// `set` or `get`", in the clock's time. The janitor thread is held for an hour of clock
+/// time; meanwhile a `get` touches entry 1 and a `set` makes entry 2, both dated with the
+/// coarse time the janitor published before it stalled (500 ms), an hour stale: their
+/// deadlines (1520 ms) are an hour in the past when the janitor comes back. The late run
+/// must not expire them: their deadlines are uncertain, and it re-dates them as if touched
+/// at its own time. Entry 3, last touched before the stall began (at 0, deadline 1020 ms),
+/// is certain and expires at once.
 #[test]
-#[ignore = "KNOWN LIMITATION (tracked in issue 6): set/get made while the janitor is late are dated with the stale coarse time, so the next run expires entries touched an instant before it (src/engine.rs Core::set/get use self.now(); Core::run_janitor publishes the new time and expires at once)"]
-fn entries_touched_right_before_a_late_run_are_not_expired_by_it() {
+fn entries_touched_while_the_janitor_is_stalled_are_not_expired_by_its_late_run() {
+    let clock = StallableClock::default();
+    let map = Builder::new(TICK, EXPIRE).clock(clock.clone()).build::<u64, u64>().unwrap();
+    map.set(1, 1);
+    map.set(3, 3);
+    wait_for_runs(&map, 2);
+    walk(&clock, &map, ms(500)); // the coarse time is now 500 ms
+    clock.stall_janitor();
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(map.get(&1), Some(1), "touched at 3600.5 s by the clock");
+    map.set(2, 2); // set at 3600.5 s by the clock
+    clock.release();
+    wait_for_runs(&map, 2);
+    let stats = map.janitor_stats();
+    assert_eq!(stats.expired, 1, "only entry 3 is due: {stats:?}");
+    assert_eq!(map.get(&3), None, "an entry untouched since before the stall outlived it");
+    assert_eq!(map.len(), 2, "an entry touched or set an instant before the late run was expired by it");
+    // They live their full life from the late run (deadline +1020 ms), no more.
+    walk(&clock, &map, ms(1000));
+    assert_eq!(map.len(), 2, "re-dated entries expired early: {:?}", map.janitor_stats());
+    walk(&clock, &map, ms(60));
+    assert!(map.is_empty(), "re-dated entries must still expire: {:?}", map.janitor_stats());
+    map.done();
+}
+
+/// Moves the clock on by `by` in steps of two wheel ticks (20 ms), one janitor run each: a
+/// janitor on time, however long the walk.
+fn walk(clock: &StallableClock, map: &ExpiringMap<u64, u64>, by: Duration) {
+    let mut walked = Duration::ZERO;
+    while walked < by {
+        clock.advance(ms(20));
+        walked += ms(20);
+        wait_for_runs(map, 1);
+    }
+}
+
+/// The same stall in manual mode is no stall: the embedder's runs are the clock ("the coarse
+/// time moves only on `run_janitor`"), so touches are dated by the last run, and entries
+/// whose deadline has passed by the next run expire then, as documented.
+#[test]
+fn in_manual_mode_touches_are_dated_by_the_last_run() {
     let (map, clock) = manual_map::<u64, u64>(TICK, EXPIRE);
     map.set(1, 1);
     map.run_janitor();
     clock.advance(Duration::from_secs(3600));
-    assert_eq!(map.get(&1), Some(1), "touched at 3600 s by the clock");
-    map.set(2, 2); // set at 3600 s by the clock
-    map.run_janitor();
-    assert_eq!(map.get(&2), Some(2), "an entry set an instant before the run was expired by it");
-    assert_eq!(map.get(&1), Some(1), "an entry touched an instant before the run was expired by it");
+    assert_eq!(map.get(&1), Some(1), "the coarse time is still 0");
+    let run = map.run_janitor();
+    assert_eq!((run.expired, run.redated), (1, 0), "{run:?}");
+    assert_eq!(map.get(&1), None);
 }
 
 #[test]

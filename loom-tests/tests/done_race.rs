@@ -1,6 +1,8 @@
-//! Model 7: `done()` racing operations: nothing lost, nothing freed twice, and the map keeps
-//! working without the janitor. (Two threads: with a third, the state space is too large for
-//! this machine at preemption bound 2.)
+//! Model 7: `done()` racing operations and a janitor run: nothing lost, nothing freed twice,
+//! the wheel never touched by two threads at once (the stopper must leave the last run to
+//! a run in progress), and the map keeps working without the janitor. Caught with
+//! `loom_broken = "stop_without_lock"`. (Two threads: with a third, the state space is too
+//! large for this machine at preemption bound 2.)
 #![cfg(crossbeam_loom)]
 
 use loom::sync::Arc;
@@ -18,6 +20,7 @@ fn done_racing_operations() {
             thread::spawn(move || map.done())
         };
         map.set(2, Tracked::new(2, &counts));
+        map.run_janitor();
         let fetched = map.fetch_and_delete(&1).map(|value| value.value());
         stopper.join().unwrap();
         assert_eq!(fetched, Some(1));

@@ -1,6 +1,7 @@
 //! Model 8: the striped length counters: at rest, `len` equals the live entries, whichever way
-//! an insert on one thread and a delete and a replace on another interleave (each thread
-//! counts on its own shard; `len` sums them).
+//! an insert, two racing deletes of one key and a replace on two threads interleave (each
+//! thread counts on its own shard; the losing delete counted out early and must count back
+//! in). Caught with `loom_broken = "len_no_undo"`.
 #![cfg(crossbeam_loom)]
 
 use loom::sync::Arc;
@@ -14,13 +15,17 @@ fn quiescent_len_counts_live_entries() {
         map.set(1, 1);
         map.set(2, 2);
         let map = Arc::new(map);
-        let inserter = {
+        let other = {
             let map = Arc::clone(&map);
-            thread::spawn(move || map.set(3, 3))
+            thread::spawn(move || {
+                map.set(3, 3);
+                map.delete(&1)
+            })
         };
-        map.delete(&1);
+        let mine = map.delete(&1);
         map.set(2, 20);
-        inserter.join().unwrap();
+        let theirs = other.join().unwrap();
+        assert!(mine != theirs, "exactly one delete of key 1 wins: {mine} {theirs}");
         let live = (1..=3).filter(|key| map.get(key).is_some()).count();
         assert_eq!(live, 2);
         assert_eq!(map.len(), live);

@@ -36,6 +36,11 @@ use crate::sync::{AtomicBool, Ordering};
 /// `--cfg loom_broken="relaxed_publish"`, to show that the loom models catch it.
 const PUBLISH: Ordering = if cfg!(loom_broken = "relaxed_publish") { Ordering::Relaxed } else { Ordering::AcqRel };
 
+/// The ordering a lookup reads links with (Acquire: it pairs with [`PUBLISH`], so a reader
+/// sees a found entry as initialized). Broken on purpose only under
+/// `--cfg loom_broken="relaxed_find"`.
+const LOOKUP: Ordering = if cfg!(loom_broken = "relaxed_find") { Ordering::Relaxed } else { Ordering::Acquire };
+
 /// Average entries per bucket before the table doubles its buckets.
 const LOAD_FACTOR: usize = 2;
 
@@ -104,7 +109,7 @@ where
             if node.so_key > so_key {
                 return None;
             }
-            let next = node.next.load(Ordering::Acquire);
+            let next = node.next.load(LOOKUP);
             if node.so_key == so_key && !is_marked(next) {
                 // SAFETY: odd split-order keys are entries; the node is protected as above.
                 let entry = unsafe { Entry::<K, V>::from_link(NonNull::from(node)) };
@@ -156,7 +161,7 @@ where
                 new.link.next.store(at.curr, Ordering::Relaxed);
                 // Linearization point of an inserting set. Release publishes the entry.
                 if at.pred.next.compare_exchange(at.curr, new_link, PUBLISH, Ordering::Acquire).is_ok() {
-                    let shard = self.len.increment();
+                    let shard = self.len.count_in();
                     self.maybe_grow(shard);
                     return None;
                 }
@@ -167,12 +172,21 @@ where
     /// Removes `entry` if no one else has: marks it (the linearization point) and makes sure
     /// it is unlinked. Returns whether this call removed it.
     pub(crate) fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> bool {
+        // Counted out before the mark, so that `len` never counts an entry already removed
+        // (see `Counter::sum`); a remover that loses counts it back in.
+        self.len.count_out();
         let mut succ = entry.link.next.load(Ordering::Acquire);
         loop {
             if is_marked(succ) {
                 // Broken on purpose under `loom_broken = "remove_ignores_mark"`: a second
                 // remover also "wins".
-                return cfg!(loom_broken = "remove_ignores_mark");
+                let broken = cfg!(loom_broken = "remove_ignores_mark");
+                // Broken on purpose under `loom_broken = "len_no_undo"`: the loser's early
+                // count-out stays, and `len` runs one low for good.
+                if !broken && !cfg!(loom_broken = "len_no_undo") {
+                    self.len.count_in();
+                }
+                return broken;
             }
             // SeqCst: ordered against the janitor's SeqCst claim on `life` (see
             // `Core::fetch_and_delete`).
@@ -181,7 +195,6 @@ where
                 Err(seen) => succ = seen,
             }
         }
-        self.len.decrement();
         // Unlink: a search for the key unlinks every removed node it passes, this one too.
         let hash = hash_of(entry.link.so_key);
         let bucket = self.bucket(hash, guard);
@@ -323,8 +336,8 @@ where
     /// Every 64th increment of a length shard (every one under loom, so that small models
     /// grow), doubles the buckets if the load factor is exceeded. Sampling the table's own
     /// shard (not a thread-local count) makes short-lived writer threads grow it too.
-    fn maybe_grow(&self, shard: isize) {
-        const CHECK_EVERY: isize = if cfg!(crossbeam_loom) { 1 } else { 64 };
+    fn maybe_grow(&self, shard: usize) {
+        const CHECK_EVERY: usize = if cfg!(crossbeam_loom) { 1 } else { 64 };
         if shard % CHECK_EVERY == 0 {
             let buckets = self.directory.bucket_count();
             if self.len.sum() > buckets.saturating_mul(LOAD_FACTOR) {
