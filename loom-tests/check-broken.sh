@@ -6,7 +6,8 @@
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# variant -> the model (test binary in loom-tests/tests) that must fail on it
+# variant -> the model (test binary in loom-tests/tests) that must fail on it. A variant checked
+# against a second model is listed again as `variant@model`.
 declare -A CATCHER=(
     [relaxed_publish]=publish
     [remove_ignores_mark]=fetch_and_delete_race
@@ -15,7 +16,7 @@ declare -A CATCHER=(
     [touch_ignores_claim]=janitor_touch
     [janitor_blind_claim]=janitor_touch
     [relaxed_find]=set_get
-    [janitor_counts_lost_removal]=janitor_remove
+    [premature_free@janitor_remove]=janitor_remove
     [stop_without_lock]=done_race
     [len_no_undo]=len_counters
 )
@@ -27,11 +28,12 @@ export LOOM_MAX_BRANCHES="${LOOM_MAX_BRANCHES:-20000}"
 status=0
 for variant in "${variants[@]}"; do
     model=${CATCHER[$variant]:?unknown variant $variant}
-    dir="target/loom-broken/$variant"
+    cfg=${variant%@*}
+    dir="target/loom-broken/$cfg"
     mkdir -p "$dir"
     bound=$(sed -n 's|^// loom-max-preemptions: \([0-9]*\)$|\1|p' "loom-tests/tests/$model.rs")
     start=$(date +%s)
-    LOOM_MAX_PREEMPTIONS="${bound:-$LOOM_MAX_PREEMPTIONS}" RUSTFLAGS="--cfg crossbeam_loom --cfg loom_broken=\"$variant\"" CARGO_TARGET_DIR="$dir" \
+    LOOM_MAX_PREEMPTIONS="${bound:-$LOOM_MAX_PREEMPTIONS}" RUSTFLAGS="--cfg crossbeam_loom --cfg loom_broken=\"$cfg\"" CARGO_TARGET_DIR="$dir" \
         cargo test -q -p loom-tests --release --test "$model" >"$dir/run.log" 2>&1
     rc=$?
     took=$(( $(date +%s) - start ))

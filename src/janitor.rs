@@ -389,10 +389,8 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher
         match entry.life.compare_exchange(state, state | life::EXPIRED, Ordering::SeqCst, Ordering::Acquire) {
             Ok(_) => {
                 // Only the remover that marks the entry owns it: if a `delete` or
-                // `fetch_and_delete` marked it first, it is theirs, not an expiry. Broken on
-                // purpose under `loom_broken = "janitor_counts_lost_removal"`: the claim alone
-                // counts, so an entry can be both fetched and expired.
-                if table.remove(entry, guard) || cfg!(loom_broken = "janitor_counts_lost_removal") {
+                // `fetch_and_delete` marked it first, it is theirs, not an expiry.
+                if table.remove(entry, guard) {
                     report.expired += 1;
                 }
                 return;
