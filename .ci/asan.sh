@@ -23,16 +23,6 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/asan}"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1:strict_string_checks=1:check_initialization_order=1}"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 
-# One known, test-only leak is suppressed: the table's unit tests (src/table/tests.rs) insert
-# entries through their `set` helper with no janitor and no intake, so nobody releases the
-# janitor-side hold of an entry they remove, and its shell (not its value) leaks once the
-# epoch side has run. The engine always files entries on the janitor's intake (or marks
-# them TAKEN once the janitor is gone), so this frame is in no engine allocation's stack.
-mkdir -p "$CARGO_TARGET_DIR"
-suppressions="$(cd "$CARGO_TARGET_DIR" && pwd)/lsan.supp"
-printf '%s\n' 'leak:download_buffer::table::tests::set' >"$suppressions"
-export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$suppressions:print_suppressions=1}"
-
 cargo test -p download-buffer --target "$target" \
     --lib \
     --test conformance \

@@ -29,9 +29,20 @@ impl Hasher for ConstHasher {
     fn write(&mut self, _bytes: &[u8]) {}
 }
 
+/// Inserts as the engine does once its janitor is gone (entries count as taken, so their
+/// unlinker retires them; nothing leaks without a janitor).
 fn set<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64) -> bool {
+    insert_with_life(table, key, value, life::TAKEN)
+}
+
+/// Inserts as the engine does while a janitor runs: the entry awaits the janitor's intake.
+fn set_untaken<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64) -> bool {
+    insert_with_life(table, key, value, 0)
+}
+
+fn insert_with_life<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64, state: u64) -> bool {
     let guard = epoch::pin();
-    let entry = new_entry(key, value, table.hash(&key), 0);
+    let entry = new_entry(key, value, table.hash(&key), state);
     // SAFETY: a fresh, unpublished entry keyed with the table's hash.
     unsafe { table.insert(entry, &guard) }.is_some()
 }
@@ -50,7 +61,18 @@ fn remove<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64) -> bool {
     }
 }
 
+/// A table with no janitor (as after `done`): removers retire entries themselves.
 fn table<S>(hasher: S) -> Table<u64, u64, S>
+where
+    S: BuildHasher,
+{
+    let table = janitor_table(hasher);
+    table.mark_janitor_gone();
+    table
+}
+
+/// A table whose (pretend) janitor is running.
+fn janitor_table<S>(hasher: S) -> Table<u64, u64, S>
 where
     S: BuildHasher,
 {
@@ -129,9 +151,9 @@ fn concurrent_inserts_during_growth_lose_nothing() {
 
 #[test]
 fn removed_entries_are_handed_to_the_janitor_only_once_taken() {
-    let table = table(Fixed::default());
-    set(&table, 1, 1);
-    set(&table, 2, 2);
+    let table = janitor_table(Fixed::default());
+    set_untaken(&table, 1, 1);
+    set_untaken(&table, 2, 2);
     let untaken = {
         let guard = epoch::pin();
         std::ptr::from_ref(table.find(&1, table.hash(&1), &guard).unwrap()).cast_mut()
