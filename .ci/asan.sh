@@ -31,4 +31,7 @@ cargo test -p download-buffer --target "$target" \
     --test engine_growth \
     --test engine_expiry \
     --test engine_memory \
+    --test engine_leaks \
+    --test engine_soak \
+    --test engine_extreme \
     "$@"
