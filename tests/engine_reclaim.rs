@@ -470,6 +470,57 @@ fn a_panicking_drop_is_contained_and_counted() {
     })
 }
 
+/// The same on the janitor *thread*: values whose `Drop` panics, expired by it (and dropped by
+/// its epoch flushes),
+/// neither kill the thread nor stop expiry. The clock is manual (so expiry is exact) but
+/// the janitor is the real thread, ticking every 10 ms of real time.
+#[test]
+fn panicking_drops_on_the_janitor_thread_do_not_stop_it() {
+    isolated(|| {
+        quiet_drop_panics();
+        let ledger = Ledger::new(1_000);
+        let clock = ManualClock::new();
+        let map: ExpiringMap<u64, Tracked> =
+            Builder::new(ms(80), ms(1000)).clock(clock.clone()).build().expect("valid durations");
+        let wait_for_runs = |n: u64| {
+            let target = map.janitor_stats().runs + n;
+            let start = Instant::now();
+            while map.janitor_stats().runs < target {
+                assert!(start.elapsed() < Duration::from_secs(10), "the janitor thread stopped running");
+                thread::sleep(ms(1));
+            }
+        };
+        // Walks the clock in steps of 20 ms (two wheel ticks: a janitor on time).
+        let walk = |by_ms: u64| {
+            for _ in 0..by_ms / 20 {
+                clock.advance(ms(20));
+                wait_for_runs(1);
+            }
+        };
+        let panics_before = map.janitor_stats().drop_panics;
+        for key in 0..10 {
+            map.set(key, ledger.panicky_value(key));
+        }
+        map.set(10, ledger.value(10));
+        wait_for_runs(2);
+        walk(1100);
+        wait_for_runs(3);
+        let stats = map.janitor_stats();
+        assert_eq!(stats.expired, 11, "{stats:?}");
+        assert!(map.is_empty());
+        assert_eq!(ledger.live(), 0, "every expired value was dropped");
+        assert_eq!(stats.drop_panics - panics_before, 10, "each panic contained and counted: {stats:?}");
+        // The thread is alive and still expires.
+        map.set(20, ledger.value(20));
+        wait_for_runs(2);
+        walk(1100);
+        wait_for_runs(3);
+        assert_eq!(map.janitor_stats().expired, 12, "the janitor thread stopped expiring after drop panics");
+        assert_eq!(ledger.live(), 0);
+        map.done();
+    })
+}
+
 #[test]
 fn four_threads_with_a_janitor_thread_drop_every_value_exactly_once() {
     isolated(|| {
