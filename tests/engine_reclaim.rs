@@ -470,10 +470,9 @@ fn a_panicking_drop_is_contained_and_counted() {
     })
 }
 
-/// The same on the janitor *thread*: values whose `Drop` panics, expired by it (and dropped by
-/// its epoch flushes),
-/// neither kill the thread nor stop expiry. The clock is manual (so expiry is exact) but
-/// the janitor is the real thread, ticking every 10 ms of real time.
+/// The same on the janitor *thread*: values whose `Drop` panics, expired by it (and dropped
+/// by its epoch flushes), neither kill the thread nor stop expiry. The clock is manual (so
+/// expiry is exact) but the janitor is the real thread, ticking every 10 ms of real time.
 #[test]
 fn panicking_drops_on_the_janitor_thread_do_not_stop_it() {
     isolated(|| {
