@@ -26,9 +26,27 @@
 //!
 //! Implementations are listed in [`IMPLEMENTATIONS`]; by default each runs in turn on the same
 //! workload and a final table compares their throughput. Run with `--help` for the flags.
+//!
+//! `--compare` runs instead the compare report of the tracker's issue 5 ([`compare`]): fixed
+//! micro-workloads (get hits over 1 M resident entries, the pipeline's four calls, a 90/10
+//! mix), get latency with a busy janitor, and heap use, on lockfree and rwlock in one process,
+//! as one Markdown table with each target's verdict plus an SVG chart ([`report`]). Heap
+//! figures come from the counting allocator in [`heap`], installed for this example.
+
+// The crate root of an example resolves modules next to itself: point into `pipeline/`.
+#[path = "pipeline/compare.rs"]
+mod compare;
+// The counting allocator the memory tests use too (one file, included by path).
+#[path = "../tests/common/counting_alloc.rs"]
+mod heap;
+#[path = "pipeline/histogram.rs"]
+mod histogram;
+#[path = "pipeline/report.rs"]
+mod report;
 
 use std::ffi::OsString;
 use std::fmt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -68,8 +86,24 @@ Flags:
   --impl NAME         implementation to run; repeat or give a comma list [default: all]
   --help              print this help
 
+Compare report (--compare): instead of the simulation, run the same micro-workloads on
+lockfree and rwlock and print one Markdown table (throughput and ratios, get latency with the
+janitor every 10 ms, heap bytes per entry, peak heap) with a verdict for each target; write it
+to DIR/compare.md with a bar chart in DIR/compare.svg. About 30 s with the defaults on a
+2-core machine (longer when rwlock's gets stall behind its janitor). Progress goes to stderr.
+  --compare           run the compare report
+  --seconds S         seconds per throughput figure (decimals allowed)   [default: 1]
+  --latency-seconds S seconds of timed gets per implementation           [default: 3]
+  --resident N        resident entries for get hits, latency and memory  [default: 1000000]
+  --out DIR           where compare.md and compare.svg go (created)      [default: target/compare]
+  --tick-ms, --expire-ms  as above: the buffers of the get-hit (tick) rows, the pipeline and
+                      the mix; the latency rows always use a 10 ms janitor and a 600 s expire.
+  The simulation's --chunks, --chunk-size, --replicas, --threads and --impl do not apply.
+
 Flags take their value as the next argument or after '=' (--chunks=500).
-Exit status: 0 when every check passed, 1 when a check failed, 2 for bad flags.
+Exit status: 0 when every check passed, 1 when a check failed (or, with --compare, the run
+could not start or write its files; a missed target is reported, not a failure), 2 for bad
+flags.
 ";
 
 const DEFAULT_CHUNKS: u64 = 2000;
@@ -90,8 +124,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 const FAILURES_SHOWN: usize = 5;
 
 fn main() -> ExitCode {
+    // Counting only where `--compare` measures memory; the simulation never pays for it.
+    heap::set_tracking(false);
     let config = match parse_args(std::env::args_os().skip(1)) {
         Ok(Parsed::Run(config)) => config,
+        Ok(Parsed::Compare(config)) => return run_compare(&config),
         Ok(Parsed::Help) => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -124,6 +161,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--compare`: measure, print the Markdown report, write it and the chart to `--out`.
+fn run_compare(config: &compare::CompareConfig) -> ExitCode {
+    let figures = match compare::run(config) {
+        Ok(figures) => figures,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = report::build(config, &figures);
+    print!("{}", report.markdown);
+    if let Err(message) = report::write(&report, &config.out) {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
+    eprintln!("wrote {} and compare.svg", config.out.join("compare.md").display());
+    if !report.misses.is_empty() {
+        eprintln!(
+            "{} target(s) missed: see the table (a missed target is reported, not a failure)",
+            report.misses.len()
+        );
+    }
+    if figures.problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("FAILED: at least one check failed during the comparison");
+        ExitCode::FAILURE
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flags
 // ---------------------------------------------------------------------------------------------
@@ -141,6 +208,7 @@ struct Config {
 
 enum Parsed {
     Run(Config),
+    Compare(compare::CompareConfig),
     Help,
 }
 
@@ -155,6 +223,17 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
         expire: Duration::from_millis(DEFAULT_EXPIRE_MS),
         implementations: Vec::new(),
     };
+    let mut compare_config = compare::CompareConfig {
+        seconds: compare::DEFAULT_SECONDS,
+        latency_seconds: compare::DEFAULT_LATENCY_SECONDS,
+        resident: compare::DEFAULT_RESIDENT,
+        out: PathBuf::from(compare::DEFAULT_OUT),
+        tick: config.tick,
+        expire: config.expire,
+    };
+    let mut compare_mode = false;
+    // Flags given, to reject those that do not apply to the chosen mode.
+    let mut given: Vec<String> = Vec::new();
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let arg = arg.into_string().map_err(|arg| format!("argument {arg:?} is not valid UTF-8"))?;
@@ -168,6 +247,13 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
         if !flag.starts_with("--") {
             return Err(format!("unexpected argument '{flag}': every setting is a flag such as --chunks 100"));
         }
+        if flag == "--compare" {
+            if inline.is_some() {
+                return Err(String::from("--compare takes no value"));
+            }
+            compare_mode = true;
+            continue;
+        }
         if !FLAGS.contains(&flag.as_str()) {
             return Err(format!("unknown flag {flag}"));
         }
@@ -179,7 +265,25 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
                 .into_string()
                 .map_err(|value| format!("{flag}: {value:?} is not valid UTF-8"))?,
         };
-        apply_flag(&mut config, &flag, &value)?;
+        if COMPARE_FLAGS.contains(&flag.as_str()) {
+            apply_compare_flag(&mut compare_config, &flag, &value)?;
+        } else {
+            apply_flag(&mut config, &flag, &value)?;
+        }
+        given.push(flag);
+    }
+    if compare_mode {
+        if let Some(flag) = given.iter().find(|flag| SIMULATION_FLAGS.contains(&flag.as_str())) {
+            return Err(format!(
+                "{flag} does not apply to --compare (it runs its own workloads on lockfree and rwlock)"
+            ));
+        }
+        compare_config.tick = config.tick;
+        compare_config.expire = config.expire;
+        return Ok(Parsed::Compare(compare_config));
+    }
+    if let Some(flag) = given.iter().find(|flag| COMPARE_FLAGS.contains(&flag.as_str())) {
+        return Err(format!("{flag} applies only with --compare"));
     }
     if config.implementations.is_empty() {
         config.implementations = IMPLEMENTATIONS.to_vec();
@@ -187,10 +291,50 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
     Ok(Parsed::Run(config))
 }
 
-/// The flags that take a value (all but `--help`).
-const FLAGS: &[&str] = &["--chunks", "--chunk-size", "--replicas", "--threads", "--tick-ms", "--expire-ms", "--impl"];
+/// The flags that take a value (all but `--help` and `--compare`).
+const FLAGS: &[&str] = &[
+    "--chunks",
+    "--chunk-size",
+    "--replicas",
+    "--threads",
+    "--tick-ms",
+    "--expire-ms",
+    "--impl",
+    "--seconds",
+    "--latency-seconds",
+    "--resident",
+    "--out",
+];
 
-/// Sets one flag's value in `config`.
+/// The flags only the simulation reads.
+const SIMULATION_FLAGS: &[&str] = &["--chunks", "--chunk-size", "--replicas", "--threads", "--impl"];
+
+/// The flags only `--compare` reads.
+const COMPARE_FLAGS: &[&str] = &["--seconds", "--latency-seconds", "--resident", "--out"];
+
+/// Sets one `--compare` flag's value in `config`.
+fn apply_compare_flag(config: &mut compare::CompareConfig, flag: &str, value: &str) -> Result<(), String> {
+    match flag {
+        "--seconds" => config.seconds = parse_seconds(flag, value)?,
+        "--latency-seconds" => config.latency_seconds = parse_seconds(flag, value)?,
+        "--resident" => config.resident = parse_count(flag, value, compare::MAX_RESIDENT)?,
+        "--out" if value.is_empty() => return Err(String::from("--out: needs a directory")),
+        "--out" => config.out = PathBuf::from(value),
+        _ => return Err(format!("unknown flag {flag}")),
+    }
+    Ok(())
+}
+
+/// A positive number of seconds, at most `compare::MAX_SECONDS`; decimals allowed.
+fn parse_seconds(flag: &str, value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(seconds) if seconds > 0.0 && seconds <= compare::MAX_SECONDS => Ok(seconds),
+        Ok(_) => Err(format!("{flag}: {value} is out of range (above 0, at most {})", compare::MAX_SECONDS)),
+        Err(_) => Err(format!("{flag}: '{value}' is not a number of seconds")),
+    }
+}
+
+/// Sets one simulation flag's value in `config`.
 fn apply_flag(config: &mut Config, flag: &str, value: &str) -> Result<(), String> {
     match flag {
         "--chunks" => config.chunks = parse_count(flag, value, i64::MAX as u64)?,

@@ -10,8 +10,7 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
@@ -19,65 +18,8 @@ use std::time::Duration;
 use common::{drain_epoch, isolated, manual_buffer, manual_map, ms, XorShift};
 use download_buffer::{BufferId, Bytes, ChunkHandle, ExpiringMap, ManualClock};
 
-/// Counts live heap bytes, allocations and deallocations, process-wide.
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static DEALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-impl Counting {
-    fn grew(size: usize) {
-        LIVE_BYTES.fetch_add(size as isize, Ordering::SeqCst);
-        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-    }
-
-    fn shrank(size: usize) {
-        LIVE_BYTES.fetch_sub(size as isize, Ordering::SeqCst);
-        DEALLOCATIONS.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded from the caller.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            Counting::grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded from the caller.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            Counting::grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from the caller.
-        unsafe { System.dealloc(ptr, layout) };
-        Counting::shrank(layout.size());
-    }
-
-    /// Counted as a deallocation of the old block and an allocation of the new one.
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded from the caller.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            Counting::shrank(layout.size());
-            Counting::grew(new_size);
-        }
-        new
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 /// The process's heap at one instant: live bytes and live allocations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,16 +30,14 @@ struct Heap {
 }
 
 fn heap() -> Heap {
-    // Deallocations first: a block allocated and freed between the two loads can then only
-    // make `blocks` read high, never negative.
-    let deallocations = DEALLOCATIONS.load(Ordering::SeqCst);
-    let bytes = LIVE_BYTES.load(Ordering::SeqCst);
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
-    Heap { bytes, blocks: allocations as i64 - deallocations as i64 }
+    // Blocks first: a block allocated and freed between the two reads can then only make
+    // `blocks` read high, never negative.
+    let blocks = counting_alloc::live_blocks();
+    Heap { bytes: counting_alloc::live(), blocks }
 }
 
 fn live_bytes() -> isize {
-    LIVE_BYTES.load(Ordering::SeqCst)
+    counting_alloc::live()
 }
 
 const MIB: isize = 1 << 20;

@@ -7,96 +7,19 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{isolated, manual_buffer, manual_map, ms};
 use download_buffer::{BufferId, Bytes, ChunkHandle};
 
-/// Counts heap bytes in use (and their peak) and allocations, process-wide and per thread.
-struct Counting;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
-static CURRENT: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Allocations made by this thread (const-initialized, no destructor: safe to touch
-    /// from inside the allocator).
-    static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-impl Counting {
-    fn grew(size: usize) {
-        let now = CURRENT.fetch_add(size as isize, Ordering::Relaxed) + size as isize;
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        let _ = THREAD_ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
-    }
-
-    fn shrank(size: usize) {
-        CURRENT.fetch_sub(size as isize, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded from the caller.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            Counting::grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded from the caller.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            Counting::grew(layout.size());
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded from the caller.
-        unsafe { System.dealloc(ptr, layout) };
-        Counting::shrank(layout.size());
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded from the caller.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            Counting::shrank(layout.size());
-            Counting::grew(new_size);
-        }
-        new
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+use counting_alloc::{peak, reset_peak, thread_allocations};
 
 /// Heap bytes in use now.
 fn heap() -> isize {
-    CURRENT.load(Ordering::Relaxed)
-}
-
-/// Restarts the peak from the current level.
-fn reset_peak() {
-    PEAK.store(heap(), Ordering::Relaxed);
-}
-
-fn peak() -> isize {
-    PEAK.load(Ordering::Relaxed)
-}
-
-fn thread_allocations() -> u64 {
-    THREAD_ALLOCATIONS.with(Cell::get)
+    counting_alloc::live()
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

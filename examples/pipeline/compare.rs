@@ -1,0 +1,627 @@
+//! `--compare`: the same workloads on both implementations in one process, reported as one
+//! table (see [`crate::report`]).
+//!
+//! The run goes in phases, each one for lockfree and then for rwlock on the same workload:
+//!
+//! 1. **Timer calibration**: the cost of two back-to-back `Instant::now()` calls, subtracted
+//!    from every latency sample.
+//! 2. **Resident phase** (heap tracked): build a buffer with the configured tick and expire,
+//!    fill it with `resident` entries with empty values (heap bytes per entry), measure get
+//!    hits on 1 and 2 threads, drop it (peak heap of the phase). It runs first, and rwlock
+//!    before lockfree, so that nothing freed inside a tracked stretch was allocated before it
+//!    (rwlock leaves no deferred garbage behind; the epoch's would be).
+//! 3. **Unsynchronized floor**: a plain `HashMap` on one thread, get hits and the pipeline.
+//! 4. **Pipeline and mix** (heap tracking off: every pipeline round allocates).
+//! 5. **Latency phase**: a buffer whose janitor runs every 10 ms over `resident` entries; one
+//!    thread times individual gets into a [`Histogram`], then get hits run on 1 and 2 threads
+//!    at that cadence too.
+//!
+//! Throughput figures count buffer calls per second over all threads; a pipeline round counts
+//! as 4. Every call is checked (a get of a resident key must hit, a round's fetch must find
+//! its entry): a failed check is a problem, reported and failing the run.
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle};
+
+use crate::histogram::Histogram;
+use crate::{counted, find_implementation, heap, Constructor, Millis};
+
+/// What `--compare` runs; see the usage text for the flags.
+pub struct CompareConfig {
+    /// Seconds per throughput figure.
+    pub seconds: f64,
+    /// Seconds of timed gets per implementation in the latency phase.
+    pub latency_seconds: f64,
+    /// Entries resident during get hits, the latency phase and the memory figures.
+    pub resident: u64,
+    /// Where `compare.md` and `compare.svg` go.
+    pub out: PathBuf,
+    /// Tick and expire of the buffers of the resident phase and the pipeline and mix.
+    pub tick: Duration,
+    pub expire: Duration,
+}
+
+pub const DEFAULT_SECONDS: f64 = 1.0;
+pub const DEFAULT_LATENCY_SECONDS: f64 = 3.0;
+pub const DEFAULT_RESIDENT: u64 = 1_000_000;
+pub const DEFAULT_OUT: &str = "target/compare";
+/// More would not fit the machines this runs on with room to spare (rwlock's table alone
+/// takes about 200 bytes per entry at its peak).
+pub const MAX_RESIDENT: u64 = 50_000_000;
+/// Longest `--seconds` and `--latency-seconds`.
+pub const MAX_SECONDS: f64 = 600.0;
+
+/// How often the janitor runs in the latency phase: the cadence the targets name.
+pub const LATENCY_JANITOR_PERIOD: Duration = Duration::from_millis(10);
+/// Long enough that nothing expires during the latency phase.
+pub const LATENCY_EXPIRE: Duration = Duration::from_secs(600);
+/// Entries resident during the 90/10 mix, as in `benches/buffer.rs` and `examples/scaling.rs`.
+pub const MIX_RESIDENT: u64 = 100_000;
+/// The value every pipeline and mix `set` stores (a reference-count bump per copy).
+const PAYLOAD: &[u8; 64] = &[7; 64];
+/// Timer calls to calibrate with: enough for a stable median, a few milliseconds.
+const CALIBRATION_PAIRS: u32 = 1_000_000;
+/// Wait after filling a latency-phase buffer, so that lockfree's first janitor run (which
+/// files the whole fill into its wheel at once) is over before the first sample.
+const SETTLE: Duration = Duration::from_millis(250);
+/// Most calls between two clock reads in a throughput loop: the read then costs under 1% of
+/// the cheapest call measured.
+const MAX_BATCH: u32 = 64;
+/// A batch that takes longer than this halves the next one (down to a single call), so that
+/// starved calls (rwlock's gets while its janitor scans 1 M entries back to back take
+/// milliseconds each) overrun a measurement by one call at most, not by a whole batch.
+const BATCH_SPAN: Duration = Duration::from_micros(50);
+/// Threads that fill the latency-phase buffers. Two writers keep one waiting at all times,
+/// and std's `RwLock` lets no new reader in while a writer waits: so rwlock's fill is not
+/// held up by its janitor's back-to-back 10 ms scans, which starve a lone writer (over a
+/// minute for 1 M entries on a 2-core machine).
+const FILL_THREADS: u64 = 2;
+
+/// One figure for each implementation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Both<T> {
+    pub lockfree: T,
+    pub rwlock: T,
+}
+
+/// Throughput on one thread and on two, in buffer calls per second.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Scaling {
+    pub one: f64,
+    pub two: f64,
+}
+
+/// Get latency in nanoseconds (timer overhead subtracted), from the histogram.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub samples: u64,
+    pub seconds: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    /// Heap bytes per resident entry with empty values.
+    pub bytes_per_entry: f64,
+    /// Highest live heap during the resident phase, above the phase's start.
+    pub peak: isize,
+}
+
+/// The unsynchronized `HashMap` on one thread, in calls per second.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Floor {
+    pub get_hit: f64,
+    pub pipeline: f64,
+}
+
+/// Everything the report shows.
+pub struct Figures {
+    pub cpus: usize,
+    /// The 1-minute load average when the run began and when it ended, where the system tells
+    /// it (`/proc/loadavg`): other processes' load skews the 2-thread figures of a small machine.
+    pub load: Option<(f64, f64)>,
+    /// Median and 99th percentile of two back-to-back `Instant::now()` calls, in ns; the
+    /// median is subtracted from every latency sample.
+    pub timer_overhead: (u64, u64),
+    /// Get hits with the configured tick (the janitor mostly idle).
+    pub get_hit: Both<Scaling>,
+    /// Get hits with the janitor running every 10 ms.
+    pub get_hit_busy: Both<Scaling>,
+    pub pipeline: Both<Scaling>,
+    /// 90/10 get/set mix on two threads.
+    pub mix: Both<f64>,
+    pub floor: Floor,
+    pub latency: Both<Latency>,
+    pub memory: Both<Memory>,
+    /// Failed checks; empty when all passed.
+    pub problems: Vec<String>,
+    pub wall: Duration,
+}
+
+/// An implementation under comparison.
+struct Contender {
+    name: &'static str,
+    build: Constructor,
+    /// Janitor runs per `tick`: lockfree's timing wheel ticks 8 times per tick
+    /// (`TICKS_PER_USER_TICK` in `src/clock.rs`); rwlock scans once per tick.
+    janitor_runs_per_tick: u32,
+}
+
+impl Contender {
+    fn build(&self, tick: Duration, expire: Duration) -> Result<Box<dyn Buffer>, String> {
+        (self.build)(tick, expire).map_err(|error| format!("{}: cannot build the buffer: {error}", self.name))
+    }
+
+    /// The tick that makes the janitor run every `period`.
+    fn tick_for_period(&self, period: Duration) -> Duration {
+        period * self.janitor_runs_per_tick
+    }
+}
+
+/// Lockfree's janitor runs per tick (see [`Contender::janitor_runs_per_tick`]).
+pub const LOCKFREE_RUNS_PER_TICK: u32 = 8;
+
+fn contenders() -> Result<Both<Contender>, String> {
+    Ok(Both {
+        lockfree: Contender {
+            name: "lockfree",
+            build: find_implementation("lockfree")?.1,
+            janitor_runs_per_tick: LOCKFREE_RUNS_PER_TICK,
+        },
+        rwlock: Contender { name: "rwlock", build: find_implementation("rwlock")?.1, janitor_runs_per_tick: 1 },
+    })
+}
+
+/// Runs every phase; an `Err` is a failure to run at all (a buffer or thread that could not
+/// start), not a failed check or a missed target.
+pub fn run(config: &CompareConfig) -> Result<Figures, String> {
+    let progress = Progress::start();
+    let load_at_start = load_average();
+    heap::set_tracking(true);
+    let contenders = contenders()?;
+    let mut problems = Vec::new();
+
+    progress.step("calibrating the timer");
+    let timer_overhead = calibrate_timer();
+
+    // Rwlock first: see the module documentation.
+    let (rwlock_memory, rwlock_get_hit) = resident_phase(config, &contenders.rwlock, &progress, &mut problems)?;
+    let (lockfree_memory, lockfree_get_hit) = resident_phase(config, &contenders.lockfree, &progress, &mut problems)?;
+    heap::set_tracking(false);
+
+    let floor = floor_phase(config, &progress, &mut problems);
+
+    let pipeline = Both {
+        lockfree: pipeline_phase(config, &contenders.lockfree, &progress, &mut problems)?,
+        rwlock: pipeline_phase(config, &contenders.rwlock, &progress, &mut problems)?,
+    };
+    let mix = Both {
+        lockfree: mix_phase(config, &contenders.lockfree, &progress, &mut problems)?,
+        rwlock: mix_phase(config, &contenders.rwlock, &progress, &mut problems)?,
+    };
+
+    let (lockfree_latency, lockfree_busy) =
+        latency_phase(config, &contenders.lockfree, timer_overhead.0, &progress, &mut problems)?;
+    let (rwlock_latency, rwlock_busy) =
+        latency_phase(config, &contenders.rwlock, timer_overhead.0, &progress, &mut problems)?;
+
+    progress.step("done");
+    Ok(Figures {
+        cpus: thread::available_parallelism().map_or(0, |n| n.get()),
+        load: load_at_start.zip(load_average()),
+        timer_overhead,
+        get_hit: Both { lockfree: lockfree_get_hit, rwlock: rwlock_get_hit },
+        get_hit_busy: Both { lockfree: lockfree_busy, rwlock: rwlock_busy },
+        pipeline,
+        mix,
+        floor,
+        latency: Both { lockfree: lockfree_latency, rwlock: rwlock_latency },
+        memory: Both { lockfree: lockfree_memory, rwlock: rwlock_memory },
+        problems,
+        wall: progress.elapsed(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+// ---------------------------------------------------------------------------------------------
+
+/// The median and 99th percentile of two back-to-back clock reads, in nanoseconds.
+fn calibrate_timer() -> (u64, u64) {
+    let mut histogram = Histogram::new();
+    for _ in 0..CALIBRATION_PAIRS {
+        let start = Instant::now();
+        let end = Instant::now();
+        histogram.record(nanos(end.duration_since(start)));
+    }
+    (histogram.quantile(0.5), histogram.quantile(0.99))
+}
+
+/// Build, fill (heap bytes per entry), get hits on 1 and 2 threads, drop (peak heap).
+fn resident_phase(
+    config: &CompareConfig,
+    contender: &Contender,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> Result<(Memory, Scaling), String> {
+    progress.step(&format!("{}: filling {} entries, heap counted", contender.name, config.resident));
+    let start = heap::live();
+    heap::reset_peak();
+    let buffer = contender.build(config.tick, config.expire)?;
+    // The first call registers this thread with the epoch (lockfree): once per thread, not
+    // per entry. The key lies outside the range the gets pick from.
+    buffer.set(key(config.resident), Bytes::new());
+    let before = heap::live();
+    fill(&*buffer, config.resident);
+    let bytes_per_entry = (heap::live() - before) as f64 / config.resident as f64;
+    let what = format!("get hit, tick {}", Millis(config.tick));
+    let get_hit = get_hit_scaling(config, contender.name, &what, &*buffer, progress, problems)?;
+    drop(buffer);
+    Ok((Memory { bytes_per_entry, peak: heap::peak() - start }, get_hit))
+}
+
+/// The unsynchronized floor: `HashMap<BufferId, Bytes, ahash::RandomState>` (the hasher the
+/// buffers use) on one thread, get hits over `resident` entries, then the pipeline.
+fn floor_phase(config: &CompareConfig, progress: &Progress, problems: &mut Vec<String>) -> Floor {
+    progress.step("unsynchronized HashMap floor: get hit, pipeline");
+    let duration = Duration::from_secs_f64(config.seconds);
+    let resident = config.resident;
+    let mut misses = 0u64;
+    let mut map: HashMap<BufferId, Bytes, ahash::RandomState> = HashMap::default();
+    for n in 0..resident {
+        map.insert(key(n), Bytes::new());
+    }
+    let get_hit = run_for(duration, |i| {
+        let value = map.get(&key(pick(0, i, resident))).cloned();
+        misses += u64::from(value.is_none());
+        black_box(value);
+        1
+    });
+    drop(map);
+
+    let payload = Bytes::from_static(PAYLOAD);
+    let mut map: HashMap<BufferId, Bytes, ahash::RandomState> = HashMap::default();
+    let pipeline = run_for(duration, |i| {
+        let id = key(i);
+        map.insert(id, payload.clone());
+        let first = black_box(map.get(&id).cloned());
+        let second = black_box(map.get(&id).cloned());
+        let fetched = black_box(map.remove(&id));
+        misses += u64::from(first.is_none() || second.is_none() || fetched.is_none());
+        4
+    });
+    if misses != 0 {
+        problems.push(format!("HashMap floor: {misses} lookups missed"));
+    }
+    Floor { get_hit, pipeline }
+}
+
+/// The pipeline on 1 thread, then on 2, each on fresh ids.
+fn pipeline_phase(
+    config: &CompareConfig,
+    contender: &Contender,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> Result<Scaling, String> {
+    let buffer = contender.build(config.tick, config.expire)?;
+    let payload = Bytes::from_static(PAYLOAD);
+    let mut run = |threads: usize, base: u64| {
+        progress.step(&format!("{}: pipeline, {}", contender.name, counted(threads as u64, "thread", "threads")));
+        let failures = Failures::new();
+        let rate = measure(threads, config.seconds, |thread, i| {
+            pipeline_round(&*buffer, pipeline_key(base, thread, i), &payload, &failures)
+        })?;
+        failures.report(problems, contender.name, &format!("pipeline, {threads} threads"), "rounds failed");
+        Ok::<f64, String>(rate)
+    };
+    let one = run(1, 1)?;
+    let two = run(2, 2)?;
+    Ok(Scaling { one, two })
+}
+
+/// 90% get, 10% set over `MIX_RESIDENT` entries, on 2 threads.
+fn mix_phase(
+    config: &CompareConfig,
+    contender: &Contender,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> Result<f64, String> {
+    progress.step(&format!("{}: 90/10 get/set mix, 2 threads", contender.name));
+    let buffer = contender.build(config.tick, config.expire)?;
+    fill(&*buffer, MIX_RESIDENT);
+    let payload = Bytes::from_static(PAYLOAD);
+    let failures = Failures::new();
+    let rate = measure(2, config.seconds, |thread, i| {
+        let id = key(pick(thread, i, MIX_RESIDENT));
+        if i % 10 == 0 {
+            buffer.set(id, payload.clone());
+        } else if buffer.get(&id).is_none() {
+            failures.add();
+        }
+        1
+    })?;
+    failures.report(problems, contender.name, "90/10 mix", "gets missed");
+    Ok(rate)
+}
+
+/// Timed gets with the janitor running every 10 ms over `resident` entries, then get-hit
+/// throughput at that cadence.
+fn latency_phase(
+    config: &CompareConfig,
+    contender: &Contender,
+    timer_overhead: u64,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> Result<(Latency, Scaling), String> {
+    progress.step(&format!("{}: filling {} entries, janitor every 10 ms", contender.name, config.resident));
+    let buffer = contender.build(contender.tick_for_period(LATENCY_JANITOR_PERIOD), LATENCY_EXPIRE)?;
+    fill_in_parallel(&*buffer, config.resident, FILL_THREADS)?;
+    thread::sleep(SETTLE);
+
+    progress.step(&format!("{}: get latency, {} s", contender.name, config.latency_seconds));
+    let failures = Failures::new();
+    let duration = Duration::from_secs_f64(config.latency_seconds);
+    let (histogram, elapsed) = time_gets(&*buffer, config.resident, duration, timer_overhead, &failures);
+    failures.report(problems, contender.name, "get latency", "gets missed");
+    let latency = Latency {
+        p50: histogram.quantile(0.5),
+        p99: histogram.quantile(0.99),
+        p999: histogram.quantile(0.999),
+        max: histogram.max(),
+        samples: histogram.count(),
+        seconds: elapsed.as_secs_f64(),
+    };
+    let get_hit =
+        get_hit_scaling(config, contender.name, "get hit, janitor every 10 ms", &*buffer, progress, problems)?;
+    Ok((latency, get_hit))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads
+// ---------------------------------------------------------------------------------------------
+
+/// The id of resident entry `n` (or of pipeline round `n`), made without a clock read or
+/// global state: `BufferId::new` takes a process-wide CAS, which would measure the id maker
+/// rather than the buffer. Same shape as the ids of `benches/buffer.rs`.
+fn key(n: u64) -> BufferId {
+    BufferId { handle: ChunkHandle(n as i64), timestamp: (n as i64).wrapping_mul(0x9E37_79B9) }
+}
+
+/// A fresh pipeline id: one id space per run (`base`) and per thread.
+fn pipeline_key(base: u64, thread: u64, round: u64) -> BufferId {
+    key(base << 48 | thread << 40 | round)
+}
+
+/// A cheap per-thread pseudo-random pick in `0..resident`, so that lookups miss the cache as
+/// a server's would rather than walking memory in order.
+fn pick(thread: u64, i: u64, resident: u64) -> u64 {
+    let mut x = (thread + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    x ^= x >> 31;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    (x ^ (x >> 29)) % resident
+}
+
+/// Stores entries `0..n` with empty values (no heap of their own: the figures are the
+/// buffer's), on this thread: every allocation of the fill is then the buffer's.
+fn fill(buffer: &dyn Buffer, n: u64) {
+    for i in 0..n {
+        buffer.set(key(i), Bytes::new());
+    }
+}
+
+/// [`fill`] from `threads` threads, each taking every `threads`-th entry.
+fn fill_in_parallel(buffer: &dyn Buffer, n: u64, threads: u64) -> Result<(), String> {
+    thread::scope(|scope| {
+        let handles = (0..threads)
+            .map(|first| {
+                thread::Builder::new().name(format!("fill-{first}")).spawn_scoped(scope, move || {
+                    for i in (first..n).step_by(threads as usize) {
+                        buffer.set(key(i), Bytes::new());
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("cannot start a filling thread: {error}"))?;
+        for handle in handles {
+            handle.join().map_err(|_| String::from("a filling thread panicked"))?;
+        }
+        Ok(())
+    })
+}
+
+/// Get hits over `resident` entries on 1 thread, then on 2.
+fn get_hit_scaling(
+    config: &CompareConfig,
+    name: &str,
+    what: &str,
+    buffer: &dyn Buffer,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> Result<Scaling, String> {
+    let resident = config.resident;
+    let mut run = |threads: usize| {
+        progress.step(&format!("{name}: {what}, {}", counted(threads as u64, "thread", "threads")));
+        let failures = Failures::new();
+        let rate = measure(threads, config.seconds, |thread, i| {
+            if buffer.get(&key(pick(thread, i, resident))).is_none() {
+                failures.add();
+            }
+            1
+        })?;
+        failures.report(problems, name, &format!("{what}, {threads} threads"), "gets missed");
+        Ok::<f64, String>(rate)
+    };
+    Ok(Scaling { one: run(1)?, two: run(2)? })
+}
+
+/// One pipelined write: set, get, get, fetch_and_delete (4 calls); every call must find
+/// the entry.
+fn pipeline_round(buffer: &dyn Buffer, id: BufferId, payload: &Bytes, failures: &Failures) -> u64 {
+    buffer.set(id, payload.clone());
+    let first = buffer.get(&id);
+    let second = buffer.get(&id);
+    let fetched = buffer.fetch_and_delete(&id);
+    if first.is_none() || second.is_none() || fetched.is_err() {
+        failures.add();
+    }
+    4
+}
+
+/// Times single gets of random resident keys for `duration`; samples in nanoseconds, less
+/// the timer's own cost. Returns the histogram and the time taken.
+fn time_gets(
+    buffer: &dyn Buffer,
+    resident: u64,
+    duration: Duration,
+    timer_overhead: u64,
+    failures: &Failures,
+) -> (Histogram, Duration) {
+    let mut histogram = Histogram::new();
+    let start = Instant::now();
+    let mut i = 0;
+    loop {
+        let id = key(pick(0, i, resident));
+        i += 1;
+        let before = Instant::now();
+        let value = buffer.get(&id);
+        let after = Instant::now();
+        if value.is_none() {
+            failures.add();
+        }
+        drop(value); // outside the timed span, as the caller's use of the bytes would be
+        histogram.record(nanos(after.duration_since(before)).saturating_sub(timer_overhead));
+        if after.duration_since(start) >= duration {
+            return (histogram, after.duration_since(start));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring
+// ---------------------------------------------------------------------------------------------
+
+/// Failed checks during one measurement; counted only on failure, so the shared counter's
+/// cache line is never written on the measured path.
+struct Failures(AtomicU64);
+
+impl Failures {
+    fn new() -> Failures {
+        Failures(AtomicU64::new(0))
+    }
+
+    fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn report(&self, problems: &mut Vec<String>, name: &str, what: &str, noun: &str) {
+        let count = self.0.load(Ordering::Relaxed);
+        if count != 0 {
+            problems.push(format!("{name}: {what}: {count} {noun}"));
+        }
+    }
+}
+
+const WAIT: u8 = 0;
+const GO: u8 = 1;
+const ABORT: u8 = 2;
+
+/// Runs `op(thread, i)` on `threads` threads at once for `seconds`; returns calls per second
+/// over all threads (the sum of each thread's rate: they start together and run equally long).
+fn measure(threads: usize, seconds: f64, op: impl Fn(u64, u64) -> u64 + Sync) -> Result<f64, String> {
+    let duration = Duration::from_secs_f64(seconds);
+    // Not a `Barrier`: if a thread cannot be spawned, those already waiting must be released.
+    let start = AtomicU8::new(WAIT);
+    thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(threads);
+        for thread in 0..threads {
+            let (start, op) = (&start, &op);
+            let spawned = thread::Builder::new().name(format!("compare-{thread}")).spawn_scoped(scope, move || {
+                if !wait_for_start(start) {
+                    return 0.0;
+                }
+                run_for(duration, |i| op(thread as u64, i))
+            });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(error) => {
+                    start.store(ABORT, Ordering::Release);
+                    return Err(format!("cannot start measuring thread {thread}: {error}"));
+                }
+            }
+        }
+        start.store(GO, Ordering::Release);
+        let mut total = 0.0;
+        for handle in handles {
+            total += handle.join().map_err(|_| String::from("a measuring thread panicked"))?;
+        }
+        Ok(total)
+    })
+}
+
+/// Spins (yielding) until the start signal; whether it is a go.
+fn wait_for_start(start: &AtomicU8) -> bool {
+    loop {
+        match start.load(Ordering::Acquire) {
+            WAIT => thread::yield_now(),
+            state => return state == GO,
+        }
+    }
+}
+
+/// Calls `op(i)` for i = 0, 1, 2, ... for `duration`; returns the calls `op` reports per
+/// second. The clock is read once per batch of calls: up to `MAX_BATCH` while batches are
+/// quick, fewer when calls are slow (see [`BATCH_SPAN`]).
+fn run_for(duration: Duration, mut op: impl FnMut(u64) -> u64) -> f64 {
+    let start = Instant::now();
+    let (mut calls, mut i, mut batch, mut batch_start) = (0u64, 0u64, 1u32, start);
+    loop {
+        for _ in 0..batch {
+            calls += op(i);
+            i += 1;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(start);
+        if elapsed >= duration {
+            return calls as f64 / elapsed.as_secs_f64();
+        }
+        batch =
+            if now.duration_since(batch_start) < BATCH_SPAN { (batch * 2).min(MAX_BATCH) } else { (batch / 2).max(1) };
+        batch_start = now;
+    }
+}
+
+/// The 1-minute load average, on systems that have `/proc/loadavg`.
+fn load_average() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Progress lines on stderr, stamped with the time since the run began.
+struct Progress(Instant);
+
+impl Progress {
+    fn start() -> Progress {
+        Progress(Instant::now())
+    }
+
+    fn step(&self, what: &str) {
+        eprintln!("[{:5.1} s] {what}", self.elapsed().as_secs_f64());
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
+}
