@@ -2,7 +2,7 @@
 //! lock-free list, with a growable bucket directory.
 //!
 //! Every node lives in one sorted list, ordered by its split-order key (the bit-reversed
-//! hash). A bucket is a dummy node in that list; the directory points at the dummies.
+//! hash). A bucket is a dummy node in that list, held inline in the directory.
 //! Doubling the bucket count is one CAS on the count: new buckets are created lazily
 //! by inserting their dummy after their parent's, and no entry ever moves.
 //!
@@ -23,8 +23,8 @@ use std::hash::{BuildHasher, Hash};
 use std::ptr::NonNull;
 
 use counter::Counter;
-use directory::Directory;
-use entry::{dummy_key, entry_key, hash_of, is_marked, marked, unmarked};
+use directory::{Claim, Directory};
+use entry::{entry_key, hash_of, is_marked, marked, unmarked};
 pub(crate) use entry::{life, Entry, Link};
 
 use crate::intake::Intake;
@@ -79,9 +79,11 @@ where
     S: BuildHasher,
 {
     pub(crate) fn new(buckets: usize, hasher: S, eager_release: fn(&V) -> bool) -> Table<K, V, S> {
-        let head = NonNull::from(Box::leak(Box::new(Link::new(dummy_key(0)))));
         let directory = Directory::new(buckets);
-        directory.set(0, head.as_ptr());
+        // Bucket 0's dummy is the list's head: linked by being the head.
+        let Claim::Won(head) = directory.claim(0) else { unreachable!("a new directory's bucket 0 is unclaimed") };
+        let head = NonNull::from(head);
+        directory.publish(0);
         Table {
             hasher,
             directory,
@@ -287,46 +289,47 @@ where
     }
 
     fn init_bucket<'g>(&'g self, bucket: usize, guard: &'g Guard) -> &'g Link {
-        let dummy = self.directory.get(bucket);
-        if !dummy.is_null() {
-            // SAFETY: dummies are never removed and live until the table is dropped.
-            return unsafe { &*dummy };
+        if let Some(dummy) = self.directory.get(bucket) {
+            return dummy;
         }
         let parent = bucket & !(1 << (usize::BITS - 1 - bucket.leading_zeros()));
         let parent = self.init_bucket(parent, guard);
-        let so_key = dummy_key(bucket);
-        let fresh = Box::into_raw(Box::new(Link::new(so_key)));
-        let dummy = loop {
+        let dummy = match self.directory.claim(bucket) {
+            Claim::Linked(dummy) => return dummy,
+            // Another thread is linking it: the parent's range contains this bucket's, so
+            // searching from there is correct, only longer. Nobody waits for the claimer.
+            Claim::Busy => return parent,
+            Claim::Won(dummy) => dummy,
+        };
+        let so_key = dummy.so_key;
+        let dummy_ptr = std::ptr::from_ref(dummy).cast_mut();
+        loop {
             let at = self.search(parent, so_key, None, guard);
-            if at.found {
-                // Another thread inserted this bucket's dummy first.
-                // SAFETY: `fresh` was never published.
-                drop(unsafe { Box::from_raw(fresh) });
-                break at.curr;
-            }
-            // SAFETY: `fresh` is ours until the CAS publishes it.
-            unsafe { (*fresh).next.store(at.curr, Ordering::Relaxed) };
+            // Only the claimer links this dummy, so the search cannot find it.
+            debug_assert!(!at.found, "bucket {bucket}'s dummy linked twice");
+            // The dummy is ours until the CAS publishes it (nobody links, reads or starts
+            // from a claimed bucket).
+            dummy.next.store(at.curr, Ordering::Relaxed);
             if cfg!(loom_broken = "dummy_store") {
                 // Broken on purpose: a store, not a CAS, so a concurrent insert can be lost.
-                at.pred.next.store(fresh, Ordering::Release);
-                break fresh;
+                at.pred.next.store(dummy_ptr, Ordering::Release);
+                break;
             }
-            if at.pred.next.compare_exchange(at.curr, fresh, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                break fresh;
+            if at.pred.next.compare_exchange(at.curr, dummy_ptr, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                break;
             }
-        };
-        self.directory.set(bucket, dummy);
-        // SAFETY: as above: dummies live until the table is dropped.
-        unsafe { &*dummy }
+        }
+        self.directory.publish(bucket);
+        dummy
     }
 
-    /// The nearest initialized bucket for `hash`, without creating any (for readers).
+    /// The nearest linked bucket for `hash`, without creating any (for readers).
+    #[inline]
     fn lookup_bucket(&self, hash: u64) -> *mut Link {
         let mut bucket = (hash as usize) & (self.directory.bucket_count() - 1);
         loop {
-            let dummy = self.directory.get(bucket);
-            if !dummy.is_null() {
-                return dummy;
+            if let Some(dummy) = self.directory.get(bucket) {
+                return std::ptr::from_ref(dummy).cast_mut();
             }
             // The parent bucket's range contains this one's: start there.
             bucket &= !(1 << (usize::BITS - 1 - bucket.leading_zeros()));
@@ -380,12 +383,11 @@ impl<K, V, S> Drop for Table<K, V, S> {
         while !curr.is_null() {
             // SAFETY: no concurrent access; every node in the list is alive and owned by it.
             let next = unmarked(unsafe { (*curr).next.load(Ordering::Acquire) });
-            // SAFETY: as above; entries are `Box<Entry>`s, dummies `Box<Link>`s.
+            // SAFETY: as above; entries are `Box<Entry>`s. Dummies live in the directory's
+            // segments, freed with it (after this body: fields drop after `drop`).
             unsafe {
                 if (*curr).is_entry() {
                     destroy_linked(curr.cast::<Entry<K, V>>());
-                } else {
-                    drop(Box::from_raw(curr));
                 }
             }
             curr = next;
