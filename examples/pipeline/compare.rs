@@ -33,6 +33,7 @@ use crate::histogram::Histogram;
 use crate::{counted, find_implementation, heap, Constructor, Millis};
 
 /// What `--compare` runs; see the usage text for the flags.
+#[derive(Clone)]
 pub struct CompareConfig {
     /// Seconds per throughput figure.
     pub seconds: f64,
@@ -82,6 +83,10 @@ const BATCH_SPAN: Duration = Duration::from_micros(50);
 /// held up by its janitor's back-to-back 10 ms scans, which starve a lone writer (over a
 /// minute for 1 M entries on a 2-core machine).
 const FILL_THREADS: u64 = 2;
+/// The longest a latency-phase fill may take. rwlock's fill under a 10 ms janitor over a
+/// growing map can starve for minutes on a busy 2-core machine; past this, the phase runs
+/// over the entries filled so far and the report says how many.
+const FILL_LIMIT: Duration = Duration::from_secs(20);
 
 /// One figure for each implementation.
 #[derive(Clone, Copy, Debug, Default)]
@@ -106,6 +111,8 @@ pub struct Latency {
     pub max: u64,
     pub samples: u64,
     pub seconds: f64,
+    /// Entries resident during the phase: fewer than asked when the fill hit [`FILL_LIMIT`].
+    pub resident: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -364,7 +371,16 @@ fn latency_phase(
 ) -> Result<(Latency, Scaling), String> {
     progress.step(&format!("{}: filling {} entries, janitor every 10 ms", contender.name, config.resident));
     let buffer = contender.build(contender.tick_for_period(LATENCY_JANITOR_PERIOD), LATENCY_EXPIRE)?;
-    fill_in_parallel(&*buffer, config.resident, FILL_THREADS)?;
+    let resident = fill_in_parallel(&*buffer, config.resident, FILL_THREADS, Instant::now() + FILL_LIMIT)?;
+    if resident < config.resident {
+        progress.step(&format!(
+            "{}: the fill was starved: {resident} of {} entries in {} s; measuring over those",
+            contender.name,
+            config.resident,
+            FILL_LIMIT.as_secs()
+        ));
+    }
+    let config = &CompareConfig { resident, ..config.clone() };
     thread::sleep(SETTLE);
 
     progress.step(&format!("{}: get latency, {} s", contender.name, config.latency_seconds));
@@ -379,6 +395,7 @@ fn latency_phase(
         max: histogram.max(),
         samples: histogram.count(),
         seconds: elapsed.as_secs_f64(),
+        resident,
     };
     let get_hit =
         get_hit_scaling(config, contender.name, "get hit, janitor every 10 ms", &*buffer, progress, problems)?;
@@ -419,22 +436,31 @@ fn fill(buffer: &dyn Buffer, n: u64) {
 }
 
 /// [`fill`] from `threads` threads, each taking every `threads`-th entry.
-fn fill_in_parallel(buffer: &dyn Buffer, n: u64, threads: u64) -> Result<(), String> {
+fn fill_in_parallel(buffer: &dyn Buffer, n: u64, threads: u64, deadline: Instant) -> Result<u64, String> {
     thread::scope(|scope| {
         let handles = (0..threads)
             .map(|first| {
                 thread::Builder::new().name(format!("fill-{first}")).spawn_scoped(scope, move || {
+                    // Thread `first` sets keys first, first + threads, ...; returns how many.
+                    let mut done = 0;
                     for i in (first..n).step_by(threads as usize) {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
                         buffer.set(key(i), Bytes::new());
+                        done += 1;
                     }
+                    done
                 })
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| format!("cannot start a filling thread: {error}"))?;
+        let mut least = u64::MAX;
         for handle in handles {
-            handle.join().map_err(|_| String::from("a filling thread panicked"))?;
+            least = least.min(handle.join().map_err(|_| String::from("a filling thread panicked"))?);
         }
-        Ok(())
+        // Every key below `least * threads` was set (each thread got at least that far).
+        Ok((least * threads).min(n))
     })
 }
 

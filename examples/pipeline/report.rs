@@ -234,6 +234,14 @@ fn markdown(config: &CompareConfig, figures: &Figures, rows: &[Row], misses: &[S
         }
     }
     for (name, latency) in [("lockfree", figures.latency.lockfree), ("rwlock", figures.latency.rwlock)] {
+        if latency.resident < config.resident {
+            let _ = writeln!(
+                out,
+                "\n{name}'s fill under the 10 ms janitor was starved: {} of {} entries in the time allowed; \
+                 its *janitor every 10 ms* rows and latency ran over those.",
+                latency.resident, config.resident
+            );
+        }
         if latency.samples < MIN_SAMPLES {
             let _ = writeln!(
                 out,
