@@ -115,6 +115,13 @@ impl Directory {
         (bucket.state.load(Ordering::Acquire) == LINKED).then_some(&bucket.dummy)
     }
 
+    /// Whether `bucket`'s segment is allocated (then so are all its ancestors': a bucket is
+    /// claimed only after its parent is linked or claimed).
+    #[inline]
+    pub(crate) fn has_segment(&self, bucket: usize) -> bool {
+        !self.segments[segment_of(bucket).0].load(Ordering::Acquire).is_null()
+    }
+
     /// Claims `bucket` for linking its dummy, allocating its segment if needed.
     pub(crate) fn claim(&self, bucket: usize) -> Claim<'_> {
         let (segment, index) = segment_of(bucket);

@@ -99,11 +99,12 @@ where
         self.hasher.hash_one(key)
     }
 
-    /// The entry holding `key`, if one is linked and not removed. Never allocates and never
-    /// writes: it walks through removed nodes rather than helping unlink them.
-    pub(crate) fn find<'g>(&'g self, key: &K, hash: u64, _guard: &'g Guard) -> Option<&'g Entry<K, V>> {
+    /// The entry holding `key`, if one is linked and not removed. Never allocates; it walks
+    /// through removed nodes rather than helping unlink them, and writes only to link its
+    /// bucket's dummy the first time the bucket is looked up (see `reader_bucket`).
+    pub(crate) fn find<'g>(&'g self, key: &K, hash: u64, guard: &'g Guard) -> Option<&'g Entry<K, V>> {
         let so_key = entry_key(hash);
-        let mut curr = self.lookup_bucket(hash);
+        let mut curr = self.reader_bucket(hash, guard);
         loop {
             // SAFETY: `curr` was reached from the list after the guard was pinned, so it is
             // not freed before the guard is dropped (nodes are retired only after unlinking).
@@ -323,8 +324,24 @@ where
         dummy
     }
 
-    /// The nearest linked bucket for `hash`, without creating any (for readers).
+    /// Where a reader starts for `hash`: the bucket's dummy, linking it first if its segment
+    /// exists (once per bucket; a bucket left unlinked after a doubling would make every
+    /// lookup in it walk its parent's entries too), else the nearest linked ancestor.
+    /// Never allocates.
     #[inline]
+    fn reader_bucket(&self, hash: u64, guard: &Guard) -> *mut Link {
+        let bucket = (hash as usize) & (self.directory.bucket_count() - 1);
+        if let Some(dummy) = self.directory.get(bucket) {
+            return std::ptr::from_ref(dummy).cast_mut();
+        }
+        if self.directory.has_segment(bucket) {
+            // Its ancestors' segments exist too: `init_bucket` allocates nothing here.
+            return std::ptr::from_ref(self.init_bucket(bucket, guard)).cast_mut();
+        }
+        self.lookup_bucket(hash)
+    }
+
+    /// The nearest linked bucket for `hash`, without creating any.
     fn lookup_bucket(&self, hash: u64) -> *mut Link {
         let mut bucket = (hash as usize) & (self.directory.bucket_count() - 1);
         loop {
