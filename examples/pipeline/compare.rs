@@ -23,7 +23,8 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -370,8 +371,9 @@ fn latency_phase(
     problems: &mut Vec<String>,
 ) -> Result<(Latency, Scaling), String> {
     progress.step(&format!("{}: filling {} entries, janitor every 10 ms", contender.name, config.resident));
-    let buffer = contender.build(contender.tick_for_period(LATENCY_JANITOR_PERIOD), LATENCY_EXPIRE)?;
-    let resident = fill_in_parallel(&*buffer, config.resident, FILL_THREADS, Instant::now() + FILL_LIMIT)?;
+    let buffer: Arc<dyn Buffer> =
+        Arc::from(contender.build(contender.tick_for_period(LATENCY_JANITOR_PERIOD), LATENCY_EXPIRE)?);
+    let resident = fill_in_parallel(&buffer, config.resident, FILL_THREADS, Instant::now() + FILL_LIMIT)?;
     if resident < config.resident {
         progress.step(&format!(
             "{}: the fill was starved: {resident} of {} entries in {} s; measuring over those",
@@ -436,32 +438,41 @@ fn fill(buffer: &dyn Buffer, n: u64) {
 }
 
 /// [`fill`] from `threads` threads, each taking every `threads`-th entry.
-fn fill_in_parallel(buffer: &dyn Buffer, n: u64, threads: u64, deadline: Instant) -> Result<u64, String> {
-    thread::scope(|scope| {
-        let handles = (0..threads)
-            .map(|first| {
-                thread::Builder::new().name(format!("fill-{first}")).spawn_scoped(scope, move || {
-                    // Thread `first` sets keys first, first + threads, ...; returns how many.
-                    let mut done = 0;
-                    for i in (first..n).step_by(threads as usize) {
-                        if Instant::now() >= deadline {
-                            break;
-                        }
-                        buffer.set(key(i), Bytes::new());
-                        done += 1;
+/// Fills keys `0..n` from `threads` threads until done or `deadline`; returns how many
+/// leading keys are surely set. Threads still blocked in a `set` at the deadline (a writer
+/// starved by rwlock's janitor can wait for minutes) are left behind: told to stop, not
+/// joined; they hold their own `Arc` of the buffer and end with the process at worst.
+fn fill_in_parallel(buffer: &Arc<dyn Buffer>, n: u64, threads: u64, deadline: Instant) -> Result<u64, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let filled: Arc<Vec<AtomicU64>> = Arc::new((0..threads).map(|_| AtomicU64::new(0)).collect());
+    let handles = (0..threads)
+        .map(|first| {
+            let (buffer, stop, filled) = (Arc::clone(buffer), Arc::clone(&stop), Arc::clone(&filled));
+            thread::Builder::new().name(format!("fill-{first}")).spawn(move || {
+                // Thread `first` sets keys first, first + threads, ...
+                for i in (first..n).step_by(threads as usize) {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
                     }
-                    done
-                })
+                    buffer.set(key(i), Bytes::new());
+                    filled[first as usize].fetch_add(1, Ordering::Release);
+                }
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|error| format!("cannot start a filling thread: {error}"))?;
-        let mut least = u64::MAX;
-        for handle in handles {
-            least = least.min(handle.join().map_err(|_| String::from("a filling thread panicked"))?);
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| format!("cannot start a filling thread: {error}"))?;
+    while !handles.iter().all(|handle| handle.is_finished()) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for handle in handles {
+        if handle.is_finished() {
+            handle.join().map_err(|_| String::from("a filling thread panicked"))?;
         }
-        // Every key below `least * threads` was set (each thread got at least that far).
-        Ok((least * threads).min(n))
-    })
+    }
+    // Every key below `least * threads` was set (each thread got at least that far).
+    let least = filled.iter().map(|count| count.load(Ordering::Acquire)).min().unwrap_or(0);
+    Ok((least * threads).min(n))
 }
 
 /// Get hits over `resident` entries on 1 thread, then on 2.
