@@ -15,9 +15,9 @@ mod common;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{manual_buffer, manual_map, manual_map_with_budget, ms};
+use common::{manual_buffer, manual_map, manual_map_with_budget, ms, wait_for, wait_for_janitor_runs};
 use download_buffer::{BufferId, Builder, Bytes, ChunkHandle, Clock, Error, ExpiringMap, JanitorRun, ManualClock};
 
 const TICK: Duration = ms(80);
@@ -608,25 +608,6 @@ impl StallableClock {
     }
 }
 
-/// Polls `done` (every millisecond, up to 10 s).
-fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
-        std::thread::sleep(ms(1));
-    }
-}
-
-/// Waits until the janitor thread has completed `n` more runs.
-fn wait_for_runs<K, V>(map: &ExpiringMap<K, V>, n: u64)
-where
-    K: std::hash::Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
-    let target = map.janitor_stats().runs + n;
-    wait_for("janitor runs", || map.janitor_stats().runs >= target);
-}
-
 /// The contract (`Buffer`): "an entry stays visible for at least `expire` after its last
 /// `set` or `get`", in the clock's time. The janitor thread is held for an hour of clock
 /// time; meanwhile a `get` touches entry 1 and a `set` makes entry 2, both dated with the
@@ -641,14 +622,14 @@ fn entries_touched_while_the_janitor_is_stalled_are_not_expired_by_its_late_run(
     let map = Builder::new(TICK, EXPIRE).clock(clock.clone()).build::<u64, u64>().unwrap();
     map.set(1, 1);
     map.set(3, 3);
-    wait_for_runs(&map, 2);
+    wait_for_janitor_runs(&map, 2);
     walk(&clock, &map, ms(500)); // the coarse time is now 500 ms
     clock.stall_janitor();
     clock.advance(Duration::from_secs(3600));
     assert_eq!(map.get(&1), Some(1), "touched at 3600.5 s by the clock");
     map.set(2, 2); // set at 3600.5 s by the clock
     clock.release();
-    wait_for_runs(&map, 2);
+    wait_for_janitor_runs(&map, 2);
     let stats = map.janitor_stats();
     assert_eq!(stats.expired, 1, "only entry 3 is due: {stats:?}");
     assert_eq!(map.get(&3), None, "an entry untouched since before the stall outlived it");
@@ -668,7 +649,7 @@ fn walk(clock: &StallableClock, map: &ExpiringMap<u64, u64>, by: Duration) {
     while walked < by {
         clock.advance(ms(20));
         walked += ms(20);
-        wait_for_runs(map, 1);
+        wait_for_janitor_runs(map, 1);
     }
 }
 

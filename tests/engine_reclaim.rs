@@ -19,7 +19,7 @@ use std::sync::{mpsc, Arc, Once};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{isolated, manual_map, ms, XorShift};
+use common::{isolated, manual_map, ms, wait_for_janitor_runs, XorShift};
 use download_buffer::{Builder, ExpiringMap, ManualClock};
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -481,19 +481,11 @@ fn panicking_drops_on_the_janitor_thread_do_not_stop_it() {
         let clock = ManualClock::new();
         let map: ExpiringMap<u64, Tracked> =
             Builder::new(ms(80), ms(1000)).clock(clock.clone()).build().expect("valid durations");
-        let wait_for_runs = |n: u64| {
-            let target = map.janitor_stats().runs + n;
-            let start = Instant::now();
-            while map.janitor_stats().runs < target {
-                assert!(start.elapsed() < Duration::from_secs(10), "the janitor thread stopped running");
-                thread::sleep(ms(1));
-            }
-        };
         // Walks the clock in steps of 20 ms (two wheel ticks: a janitor on time).
         let walk = |by_ms: u64| {
             for _ in 0..by_ms / 20 {
                 clock.advance(ms(20));
-                wait_for_runs(1);
+                wait_for_janitor_runs(&map, 1);
             }
         };
         let panics_before = map.janitor_stats().drop_panics;
@@ -501,9 +493,9 @@ fn panicking_drops_on_the_janitor_thread_do_not_stop_it() {
             map.set(key, ledger.panicky_value(key));
         }
         map.set(10, ledger.value(10));
-        wait_for_runs(2);
+        wait_for_janitor_runs(&map, 2);
         walk(1100);
-        wait_for_runs(3);
+        wait_for_janitor_runs(&map, 3);
         let stats = map.janitor_stats();
         assert_eq!(stats.expired, 11, "{stats:?}");
         assert!(map.is_empty());
@@ -511,9 +503,9 @@ fn panicking_drops_on_the_janitor_thread_do_not_stop_it() {
         assert_eq!(stats.drop_panics - panics_before, 10, "each panic contained and counted: {stats:?}");
         // The thread is alive and still expires.
         map.set(20, ledger.value(20));
-        wait_for_runs(2);
+        wait_for_janitor_runs(&map, 2);
         walk(1100);
-        wait_for_runs(3);
+        wait_for_janitor_runs(&map, 3);
         assert_eq!(map.janitor_stats().expired, 12, "the janitor thread stopped expiring after drop panics");
         assert_eq!(ledger.live(), 0);
         map.done();

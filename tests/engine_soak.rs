@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{drain_epoch, isolated, ms, XorShift};
+use common::{drain_epoch, isolated, ms, wait_for_janitor_runs, XorShift};
 use download_buffer::{Builder, ExpiringMap, ManualClock};
 
 /// A growable set of bits, allocated a chunk at a time as serials reach it.
@@ -328,12 +328,7 @@ fn soak(duration: Duration, threads: u64) {
         // At rest: freeze the clock, let the janitor sweep what is due, then stop it.
         stop_clock.store(true, Ordering::SeqCst);
         let clock_moved = driver.join().expect("clock driver");
-        let runs_at_freeze = map.janitor_stats().runs;
-        let waiting = Instant::now();
-        while map.janitor_stats().runs < runs_at_freeze + 5 {
-            assert!(waiting.elapsed() < Duration::from_secs(10), "the janitor thread stopped running");
-            thread::sleep(ms(1));
-        }
+        wait_for_janitor_runs(&map, 5);
         map.done();
         let stats = map.janitor_stats();
         let held = map.len();

@@ -134,3 +134,23 @@ pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
+
+/// Polls `done` every millisecond; fails after 10 s, naming `what` it waited for.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(ms(1));
+    }
+}
+
+/// Waits until `map`'s janitor thread has completed `n` more runs.
+pub fn wait_for_janitor_runs<K, V, S>(map: &ExpiringMap<K, V, S>, n: u64)
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    let target = map.janitor_stats().runs + n;
+    wait_for("janitor runs (has the janitor thread stopped?)", || map.janitor_stats().runs >= target);
+}
