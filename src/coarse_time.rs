@@ -79,6 +79,12 @@ impl CoarseTime {
         }
     }
 
+    /// The time alone, for callers that only date a touch (`set`).
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        self.fields.now.load(Ordering::Acquire)
+    }
+
     /// The hot path's reading. The range is read after the time (Acquire), so it is at
     /// least as new as the range published with that time (it may be newer; see
     /// [`CoarseTime::publish`] for why that is harmless).

@@ -279,6 +279,7 @@ where
     S: BuildHasher,
 {
     /// The coarse time in wheel ticks: one atomic load while the janitor runs.
+    /// The time and the uncertain deadlines, for calls that judge an entry's life.
     fn time(&self) -> Reading {
         let reading = self.time.read();
         if reading.now == READ_THE_CLOCK {
@@ -288,10 +289,18 @@ where
         }
     }
 
+    /// The time alone, for `set`, which only dates its touch.
+    fn now(&self) -> u64 {
+        match self.time.now() {
+            READ_THE_CLOCK => self.scale.ticks(self.clock.now()),
+            now => now,
+        }
+    }
+
     fn set(&self, key: K, value: V) {
         let guard = epoch::pin();
         let hash = self.table.hash(&key);
-        let mut state = self.scale.deadline_after_touch(self.time().now);
+        let mut state = self.scale.deadline_after_touch(self.now());
         let janitor_gone = self.table.janitor_gone();
         if janitor_gone {
             // Nobody will take it from the intake: it counts as taken already, so its
