@@ -62,7 +62,9 @@ impl RwLockBuffer {
         require_nonzero("expire", expire)?;
         let shared = Arc::new(Shared { map: RwLock::new(HashMap::default()), expire });
         let swept = Arc::clone(&shared);
-        let janitor = Ticker::spawn("rwlock-buffer-janitor", tick, move || swept.sweep());
+        let janitor = Ticker::spawn("rwlock-buffer-janitor", tick, move || {
+            swept.sweep();
+        });
         Ok(RwLockBuffer { shared, janitor })
     }
 
@@ -115,6 +117,14 @@ impl RwLockBuffer {
         self.len() == 0
     }
 
+    /// Runs one janitor sweep now, on the calling thread, and returns how many entries it
+    /// removed: the scan of every entry that the janitor thread makes each tick. For
+    /// benchmarks of that scan, and for embedders that want a sweep at a moment of their
+    /// choosing; it may run beside the thread's own sweeps.
+    pub fn run_janitor(&self) -> usize {
+        self.shared.sweep()
+    }
+
     /// Stops and joins the janitor; idempotent and safe from any thread. The buffer keeps
     /// serving every call afterwards, without expiry.
     pub fn done(&self) {
@@ -135,12 +145,12 @@ impl Shared {
     /// One janitor tick: find expired entries under the read lock, then remove them under
     /// the write lock, re-checking each one (an entry touched in between stays: the Go
     /// original deleted it anyway). Removed values are dropped after the lock is released.
-    fn sweep(&self) {
+    fn sweep(&self) -> usize {
         let now = Instant::now();
         let candidates: Vec<BufferId> =
             self.read().iter().filter(|(_, slot)| slot.is_expired(now, self.expire)).map(|(id, _)| *id).collect();
         if candidates.is_empty() {
-            return;
+            return 0;
         }
         let mut removed = Vec::with_capacity(candidates.len());
         {
@@ -151,7 +161,9 @@ impl Shared {
                 }
             }
         }
+        let count = removed.len();
         drop(removed);
+        count
     }
 }
 
@@ -173,5 +185,33 @@ impl Buffer for RwLockBuffer {
     }
     fn done(&self) {
         RwLockBuffer::done(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ChunkHandle;
+
+    #[test]
+    fn run_janitor_removes_only_expired_entries_and_counts_them() {
+        let hour = Duration::from_secs(3600);
+        let kept = RwLockBuffer::new(hour, hour).unwrap();
+        kept.set(BufferId::new(ChunkHandle(1)), Bytes::new());
+        assert_eq!(kept.run_janitor(), 0);
+        assert_eq!(kept.len(), 1);
+
+        let expire = Duration::from_millis(1);
+        let swept = RwLockBuffer::new(hour, expire).unwrap();
+        for handle in 0..3 {
+            swept.set(BufferId::new(ChunkHandle(handle)), Bytes::new());
+        }
+        let set_at = Instant::now();
+        while set_at.elapsed() < expire * 2 {
+            std::thread::sleep(expire);
+        }
+        assert_eq!(swept.run_janitor(), 3);
+        assert!(swept.is_empty());
+        assert_eq!(swept.run_janitor(), 0);
     }
 }

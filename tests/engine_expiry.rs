@@ -431,6 +431,81 @@ fn tick_longer_than_expire_works() {
 }
 
 #[test]
+fn one_run_decides_each_entry_of_a_slot_by_its_own_state() {
+    // 1000 entries in one slot (more than the janitor holds ahead while expiring): a third
+    // touched (re-filed), a third deleted before the run, a third due.
+    let (map, clock) = manual_map::<u64, u64>(TICK, EXPIRE);
+    for key in 0..1000 {
+        map.set(key, key * 7);
+    }
+    map.run_janitor();
+    advance_to(&clock, ms(500));
+    map.run_janitor();
+    for key in 0..1000 {
+        match key % 3 {
+            0 => assert_eq!(map.get(&key), Some(key * 7)),
+            1 => assert!(map.delete(&key)),
+            _ => {}
+        }
+    }
+    advance_to(&clock, ms(1020));
+    let run = map.run_janitor();
+    // Handed out: the touched and the due (the deleted were unfiled before); retired: the
+    // deleted and the expired.
+    assert_eq!((run.expired, run.handled, run.retired), (333, 667, 666), "{run:?}");
+    assert_eq!(map.len(), 334);
+    for key in 0..1000 {
+        assert_eq!(map.get(&key), (key % 3 == 0).then_some(key * 7), "key {key}");
+    }
+}
+
+static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static REENTRANT: std::sync::OnceLock<(ExpiringMap<u64, Arc<u64>>, ManualClock)> = std::sync::OnceLock::new();
+
+/// The map's "is this value large" predicate, which the table asks as it unlinks an entry:
+/// the first time it runs while [`ARMED`], it deletes every key of [`REENTRANT`]. Asked
+/// from inside the janitor's first removal, it removes entries the janitor already holds
+/// ahead (handed out by the wheel, not yet handled) or still has filed.
+fn deleting_is_large(_: &Arc<u64>) -> bool {
+    if ARMED.swap(false, Ordering::SeqCst) {
+        let (map, _) = REENTRANT.get().expect("armed only once the map exists");
+        for key in 0..1000 {
+            map.delete(&key);
+        }
+    }
+    false
+}
+
+#[test]
+fn entries_removed_while_the_janitor_holds_them_ahead_are_left_to_their_remover() {
+    let (map, clock) = REENTRANT.get_or_init(|| {
+        let clock = ManualClock::new();
+        let map = Builder::new(TICK, EXPIRE).clock(clock.clone()).manual().build_with_eager_release(deleting_is_large);
+        (map.expect("valid durations"), clock)
+    });
+    let value = Arc::new(0);
+    for key in 0..1000 {
+        map.set(key, Arc::clone(&value));
+    }
+    map.run_janitor();
+    advance_to(clock, ms(1020));
+    ARMED.store(true, Ordering::SeqCst);
+    let run = map.run_janitor();
+    assert!(!ARMED.load(Ordering::SeqCst), "the janitor unlinked nothing: {run:?}");
+    // The janitor's first removal deleted the 999 others: those it had handed out already
+    // (held ahead) or still had filed are left unfiled, retired once each, and not counted
+    // as expired.
+    assert_eq!((run.expired, run.handled, run.retired), (1, 1000, 1000), "{run:?}");
+    assert!(map.is_empty());
+    assert_eq!(map.run_janitor().expired, 0);
+    // Each run pushes the epoch on, so the values (removed on this thread) are dropped.
+    wait_for("every value released", || {
+        map.run_janitor();
+        Arc::strong_count(&value) == 1
+    });
+}
+
+#[test]
 fn mass_expiry_of_a_million_entries_is_spread_over_budgeted_runs() {
     const N: usize = 1_000_000;
     const BUDGET: usize = 65_536;

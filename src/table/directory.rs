@@ -17,7 +17,7 @@
 use std::ptr;
 
 use super::entry::{dummy_key, Link};
-use crate::sync::{AtomicPtr, AtomicUsize, Ordering};
+use crate::sync::{prefetch, AtomicPtr, AtomicUsize, Ordering};
 
 /// The most buckets a capacity hint can ask for up front (a 384 MiB top segment).
 const MAX_INITIAL_BUCKETS: usize = 1 << 24;
@@ -113,6 +113,17 @@ impl Directory {
         let bucket = unsafe { &*buckets.add(index) };
         // Acquire: pairs with `publish`, so the dummy's links are seen as linked.
         (bucket.state.load(Ordering::Acquire) == LINKED).then_some(&bucket.dummy)
+    }
+
+    /// Starts loading `bucket`'s cache line, reading nothing of the bucket itself.
+    #[inline]
+    pub(crate) fn prefetch(&self, bucket: usize) {
+        let (segment, index) = segment_of(bucket);
+        let buckets = self.segments[segment].load(Ordering::Relaxed);
+        if !buckets.is_null() {
+            // `wrapping_add`: only an address is formed, and only for a hint.
+            prefetch(buckets.wrapping_add(index));
+        }
     }
 
     /// Whether `bucket`'s segment is allocated (then so are all its ancestors': a bucket is
