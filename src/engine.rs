@@ -19,13 +19,20 @@ use crate::janitor::{Janitor, JanitorRun, JanitorStats};
 use crate::reclaim::release_janitor_hold;
 use crate::sync::{epoch, Arc, AtomicBool, Ordering};
 use crate::table::{life, new_entry, Table};
-use crate::ticker::Ticker;
+use crate::ticker::{Next, Ticker};
 use crate::wheel::levels_for;
 use crate::Error;
 
 /// Entries a janitor run expires or re-files at most, by default; the rest waits for the
 /// next run, so a mass expiry never turns into one long run.
 pub const DEFAULT_JANITOR_BUDGET: usize = 1 << 18;
+
+/// The longest the janitor thread leaves its intakes untaken, even when the wheel ticks
+/// more slowly (every 1.875 s at the chunkserver's 15 s tick): a removed entry's shell is
+/// freed only once the janitor has taken it, so this bounds the shells a burst of removals
+/// after a quiet spell can pile up. A run with nothing due and empty intakes costs well
+/// under a microsecond. Busy intakes make it run every [`HURRY`](crate::ticker::HURRY).
+const MAX_INTAKE_WAIT: Duration = Duration::from_millis(100);
 
 /// A lock-free concurrent map whose entries expire when idle, with a timing-wheel janitor.
 ///
@@ -185,10 +192,13 @@ impl<S> Builder<S> {
         } else {
             let resolution = Duration::from_nanos(scale.resolution_nanos);
             let janitor = Arc::clone(&core);
-            Some(Ticker::spawn("download-buffer-janitor", resolution, move || {
+            Some(Ticker::spawn("download-buffer-janitor", resolution.min(MAX_INTAKE_WAIT), move || {
                 // A panic from user code (a key's `Eq`, a custom clock) must not end expiry
                 // for good: contain it; the run's try-lock is released on unwind.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| janitor.run_janitor()));
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| janitor.run_janitor())) {
+                    Ok(run) if run.wants_another_soon() => Next::Soon,
+                    _ => Next::OnTick,
+                }
             }))
         };
         Ok(ExpiringMap { ticker, core })

@@ -13,7 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::require_nonzero;
-use crate::ticker::Ticker;
+use crate::ticker::{Next, Ticker};
 use crate::{Buffer, BufferId, Bytes, Error};
 
 /// The lock-based reference buffer: one `RwLock<HashMap>` and a janitor that scans it all.
@@ -64,6 +64,7 @@ impl RwLockBuffer {
         let swept = Arc::clone(&shared);
         let janitor = Ticker::spawn("rwlock-buffer-janitor", tick, move || {
             swept.sweep();
+            Next::OnTick
         });
         Ok(RwLockBuffer { shared, janitor })
     }

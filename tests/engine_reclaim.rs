@@ -585,3 +585,36 @@ fn four_threads_with_a_janitor_thread_drop_every_value_exactly_once() {
         // epoch queue when the map is dropped; see `dropping_the_map_frees_a_backlog_of_removed_values`).
     })
 }
+
+#[test]
+fn the_janitor_thread_takes_removed_entries_long_before_its_wheel_ticks() {
+    isolated(|| {
+        // A one-hour tick: the wheel ticks every 450 s. A removed entry's shell is freed only
+        // once the janitor has taken it from its intake, so the thread must come for the
+        // intakes far more often than that: at least every 100 ms, and every 10 ms while
+        // they are busy.
+        const N: u64 = 50_000;
+        let ledger = Ledger::new(N as usize);
+        let map: ExpiringMap<u64, Tracked> = Builder::new(HOUR, HOUR).build().expect("valid durations");
+        for key in 0..N {
+            map.set(key, ledger.value(key));
+            assert!(map.fetch_and_delete(&key).is_some());
+        }
+        let start = Instant::now();
+        while map.janitor_stats().retired < N {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "shells waited for the wheel: {:?}",
+                map.janitor_stats()
+            );
+            thread::sleep(ms(1));
+        }
+        // Quiet again: the thread goes back to waking at most every 100 ms (an upper bound
+        // on runs, so a loaded machine cannot fail it).
+        let runs_before = map.janitor_stats().runs;
+        thread::sleep(ms(500));
+        let idle_runs = map.janitor_stats().runs - runs_before;
+        assert!(idle_runs <= 10, "{idle_runs} runs in 500 ms with nothing to do");
+        map.done();
+    })
+}
