@@ -284,9 +284,10 @@ fn settings(config: &CompareConfig, figures: &Figures) -> String {
     let _ = writeln!(
         out,
         "- Throughput: buffer calls per second over all threads, {} s per figure (lockfree, then \
-         rwlock). Rows marked *tick {tick}* use `new({tick}, {expire})`: lockfree's janitor runs \
-         every {wheel} (tick/8), rwlock's every {tick}. Rows marked *janitor every {period}* use \
-         the latency settings below.",
+         rwlock). Rows marked *tick {tick}* use `new({tick}, {expire})`: lockfree's wheel ticks \
+         every {wheel} (tick/8) and its janitor thread takes the intakes at least every 100 ms \
+         (every 10 ms while they are busy), rwlock's janitor scans every {tick}. Rows marked \
+         *janitor every {period}* use the latency settings below.",
         config.seconds
     );
     let _ = writeln!(
