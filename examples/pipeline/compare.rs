@@ -111,6 +111,11 @@ pub struct Latency {
     pub p999: u64,
     pub max: u64,
     pub samples: u64,
+    /// Samples above [`SLOW_GET_NS`].
+    pub slow: u64,
+    /// Involuntary context switches of the timing thread during the timed gets (Linux only):
+    /// how often the scheduler took its core away, each a candidate for a slow sample.
+    pub preempted: Option<u64>,
     pub seconds: f64,
     /// Entries resident during the phase: fewer than asked when the fill hit [`FILL_LIMIT`].
     pub resident: u64,
@@ -388,7 +393,9 @@ fn latency_phase(
     progress.step(&format!("{}: get latency, {} s", contender.name, config.latency_seconds));
     let failures = Failures::new();
     let duration = Duration::from_secs_f64(config.latency_seconds);
+    let switches_before = involuntary_switches();
     let (histogram, elapsed) = time_gets(&*buffer, config.resident, duration, timer_overhead, &failures);
+    let preempted = involuntary_switches().zip(switches_before).map(|(after, before)| after.saturating_sub(before));
     failures.report(problems, contender.name, "get latency", "gets missed");
     let latency = Latency {
         p50: histogram.quantile(0.5),
@@ -396,6 +403,8 @@ fn latency_phase(
         p999: histogram.quantile(0.999),
         max: histogram.max(),
         samples: histogram.count(),
+        slow: histogram.count_above(SLOW_GET_NS),
+        preempted,
         seconds: elapsed.as_secs_f64(),
         resident,
     };
@@ -515,6 +524,17 @@ fn pipeline_round(buffer: &dyn Buffer, id: BufferId, payload: &Bytes, failures: 
 
 /// Times single gets of random resident keys for `duration`; samples in nanoseconds, less
 /// the timer's own cost. Returns the histogram and the time taken.
+/// A get slower than this has almost certainly lost its core (a lookup is a few cache misses).
+pub const SLOW_GET_NS: u64 = 100_000;
+
+/// The calling thread's involuntary context switches so far, from `/proc/thread-self/status`;
+/// `None` where that file does not exist.
+fn involuntary_switches() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/thread-self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("nonvoluntary_ctxt_switches:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn time_gets(
     buffer: &dyn Buffer,
     resident: u64,

@@ -44,6 +44,12 @@ impl Histogram {
         self.max
     }
 
+    /// How many recorded values lie in buckets wholly above `threshold` (values above it by
+    /// more than the 3.1% bucket width are all counted).
+    pub fn count_above(&self, threshold: u64) -> u64 {
+        self.counts[bucket(threshold) + 1..].iter().sum()
+    }
+
     /// The value at quantile `q` (0 to 1): the upper bound of the bucket holding the sample of
     /// that rank, never above the largest value recorded (so `quantile(1.0) == max()`); 0 when
     /// empty. Reading the upper bound errs on the pessimistic side.
@@ -88,6 +94,17 @@ fn upper_bound(index: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn count_above_counts_only_values_clearly_above() {
+        let mut histogram = Histogram::new();
+        for value in [10, 90_000, 100_000, 150_000, 2_000_000] {
+            histogram.record(value);
+        }
+        assert_eq!(histogram.count_above(100_000), 2);
+        assert_eq!(histogram.count_above(0), 5);
+        assert_eq!(histogram.count_above(u64::MAX / 2), 0);
+    }
 
     #[test]
     fn buckets_cover_every_value_and_bound_it() {

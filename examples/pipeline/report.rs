@@ -169,6 +169,17 @@ fn latency_rows(config: &CompareConfig, figures: &Figures, misses: &mut Vec<Stri
         ),
         row("max", |l| l.max).target(&format!("≤ {}", nanos(MAX_LIMIT_NS)), lockfree.max <= MAX_LIMIT_NS, "", misses),
         Row {
+            measure: format!(
+                "gets slower than {} / involuntary context switches of the timing thread",
+                nanos(crate::compare::SLOW_GET_NS)
+            ),
+            lockfree: slow_and_preempted(&lockfree),
+            rwlock: slow_and_preempted(&rwlock),
+            ratio: "—".into(),
+            target: "—".into(),
+            verdict: "—".into(),
+        },
+        Row {
             measure: "timed gets (latency samples)".into(),
             lockfree: format!("{} in {:.1} s", count_approx(lockfree.samples), lockfree.seconds),
             rwlock: format!("{} in {:.1} s", count_approx(rwlock.samples), rwlock.seconds),
@@ -177,6 +188,14 @@ fn latency_rows(config: &CompareConfig, figures: &Figures, misses: &mut Vec<Stri
             verdict: samples_verdict,
         },
     ]
+}
+
+/// "slow / switches", or "slow / ?" where the switches could not be read.
+fn slow_and_preempted(latency: &crate::compare::Latency) -> String {
+    match latency.preempted {
+        Some(switches) => format!("{} / {switches}", latency.slow),
+        None => format!("{} / ?", latency.slow),
+    }
 }
 
 fn memory_rows(config: &CompareConfig, figures: &Figures, misses: &mut Vec<String>) -> Vec<Row> {
