@@ -326,9 +326,11 @@ struct Lookahead<K, V> {
 /// Timers held ahead of the one being expired. The lags were tuned on 1 M-entry expiries
 /// (lags of 2, 3, 5, 8 and 10 entries: 8 was fastest, 2 slowest by 20%).
 const AHEAD: usize = 24;
-/// Pushes after its own at which an entry's bucket is prefetched (the entry has arrived).
+/// How many pushes after an entry's own its bucket is prefetched (by then the entry's line,
+/// which holds the split-order key naming the bucket, has arrived).
 const BUCKET_LAG: usize = 8;
-/// Pushes after its own at which the first node of its bucket's run is (the bucket has).
+/// How many pushes after an entry's own the first node of its bucket's run is prefetched
+/// (by then the bucket, which points at that node, has arrived).
 const RUN_LAG: usize = 16;
 
 impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
