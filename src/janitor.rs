@@ -214,7 +214,11 @@ where
         take_unlinked(wheel, table, &mut report);
         let mut ahead = Lookahead::new();
         let mut drained = false;
-        loop {
+        // Caught so that a panic from user code here (the eager-release predicate, asked as
+        // the janitor unlinks) strands none of the entries held ahead: off the wheel, they
+        // would never be expired. The janitor thread contains the panic anyway; a manual
+        // caller sees it re-raised below.
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
             while !drained && !ahead.is_full() && report.handled < self.budget {
                 match wheel.pop_due(now) {
                     Some(entry) => {
@@ -229,6 +233,17 @@ where
             // side lets go, which happens only once it is off the wheel and handled here (the
             // unlinked intake is taken only before and after this loop).
             unsafe { expire_or_refile(wheel, entry, &due, table, &guard, &mut report) };
+        }));
+        if let Err(panic) = handled {
+            while let Some(timer) = ahead.pop() {
+                // SAFETY: held, so alive (as above) and on no wheel list. Filed again no earlier
+                // than the next tick: the next run handles it as if this one had not reached it
+                // (one removed meanwhile is unfiled again by `take_unlinked`).
+                let deadline = life::deadline(unsafe { timer.as_ref() }.load_life());
+                let filed = unsafe { wheel.insert(timer, deadline.max(wheel.elapsed().saturating_add(1))) };
+                debug_assert!(filed.is_ok(), "filed after elapsed");
+            }
+            std::panic::resume_unwind(panic);
         }
         report.more_due = wheel.has_due(now);
         if !report.more_due {
@@ -485,5 +500,19 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher
             }
             Err(seen) => state = seen,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JanitorRun;
+
+    #[test]
+    fn a_run_asks_for_another_soon_when_it_left_work_or_found_busy_intakes() {
+        let quiet = JanitorRun { retired: JanitorRun::HURRY_RETIRED - 1, ..JanitorRun::default() };
+        assert!(!quiet.wants_another_soon());
+        assert!(JanitorRun { retired: JanitorRun::HURRY_RETIRED, ..quiet }.wants_another_soon());
+        assert!(JanitorRun { more_due: true, ..quiet }.wants_another_soon());
+        assert!(!JanitorRun { more_due: true, skipped: true, ..quiet }.wants_another_soon());
     }
 }

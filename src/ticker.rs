@@ -173,7 +173,8 @@ mod tests {
         let at: Vec<Instant> = called.iter().take(7).collect();
         ticker.stop();
         assert!(at[5] - at[0] < TICK, "five hurried calls took {:?}", at[5] - at[0]);
-        // The sixth call asked for nothing: the seventh waits for a tick.
-        assert!(at[6] - at[5] >= HURRY, "{:?}", at[6] - at[5]);
+        // The sixth call asked for nothing: the seventh waits for the next tick, about
+        // 450 ms later (a loaded machine only makes the gap longer; `Soon` would make it 10 ms).
+        assert!(at[6] - at[5] > TICK / 4, "{:?}", at[6] - at[5]);
     }
 }

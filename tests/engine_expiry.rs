@@ -505,6 +505,44 @@ fn entries_removed_while_the_janitor_holds_them_ahead_are_left_to_their_remover(
     });
 }
 
+static PANIC_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An eager-release predicate that panics once, the first time it is asked while armed.
+fn panicking_is_large(_: &u64) -> bool {
+    if PANIC_ARMED.swap(false, Ordering::SeqCst) {
+        std::panic::resume_unwind(Box::new("intentional panic in the eager-release predicate"));
+    }
+    false
+}
+
+#[test]
+fn a_panic_in_the_middle_of_an_expiry_strands_no_entry() {
+    // The janitor holds due entries ahead of the one it handles; a panic while handling one
+    // (here from the predicate it asks as it unlinks) must not leave the others off the wheel,
+    // where nothing would ever expire them.
+    let clock = ManualClock::new();
+    let map = Builder::new(TICK, EXPIRE)
+        .clock(clock.clone())
+        .manual()
+        .build_with_eager_release::<u64, u64>(panicking_is_large)
+        .expect("valid durations");
+    for key in 0..100 {
+        map.set(key, key);
+    }
+    map.run_janitor();
+    advance_to(&clock, ms(1020));
+    PANIC_ARMED.store(true, Ordering::SeqCst);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| map.run_janitor()));
+    assert!(run.is_err(), "the predicate did not panic");
+    // The next runs expire the rest: the entry whose unlink panicked was claimed and counted
+    // out already; the others were filed again.
+    advance_to(&clock, ms(1040));
+    let (_, expired) = run_until_idle(&map);
+    assert_eq!(expired, 99, "{:?}", map.janitor_stats());
+    assert_eq!(map.len(), 0);
+    assert!((0..100).all(|key| map.get(&key).is_none()));
+}
+
 #[test]
 fn mass_expiry_of_a_million_entries_is_spread_over_budgeted_runs() {
     const N: usize = 1_000_000;
