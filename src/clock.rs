@@ -1,9 +1,9 @@
 //! Time for the engine: where "now" comes from, and how durations become wheel ticks.
 //!
-//! The hot path never reads a clock. The janitor reads the [`Clock`] once per run,
-//! converts it to wheel ticks and publishes that as the *coarse time*, one atomic the
-//! hot path loads. Tests and embedders inject a [`ManualClock`] to make expiry
-//! deterministic.
+//! Every call that dates or judges an entry reads the [`Clock`] itself (`set`, a `get` that
+//! finds its key, the removals; the janitor once per run and now and then during a long
+//! one), so no entry's life depends on when the janitor last ran. Tests and embedders
+//! inject a [`ManualClock`] to make expiry deterministic.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,56 +75,97 @@ impl fmt::Debug for ManualClock {
     }
 }
 
+/// Where a map reads the time: the system clock without a virtual call (the hot path reads
+/// it on every `set`, hit and removal), or the clock a builder was given.
+pub(crate) enum TimeSource {
+    System(SystemClock),
+    Custom(Box<dyn Clock>),
+}
+
+impl TimeSource {
+    /// Nanoseconds since the clock's origin, saturating at about 584 years.
+    #[inline]
+    pub(crate) fn now(&self) -> u64 {
+        let now = match self {
+            TimeSource::System(clock) => clock.now(),
+            TimeSource::Custom(clock) => clock.now(),
+        };
+        nanos(now)
+    }
+}
+
+/// `duration` in nanoseconds, saturating at `u64::MAX` (about 584 years).
+pub(crate) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// The wheel's unit of time and the conversions to it.
 ///
-/// The wheel ticks eight times per user `tick`: the coarse time is then at most about an
-/// eighth of a tick stale, so an entry can be kept alive for at least `expire` after its
-/// last touch and still be gone within `expire + tick` (see `docs/design.md`, "Time").
+/// Deadlines are kept in wheel ticks (an eighth of the user's `tick`), rounded up, so that
+/// an entry touched at `t` lives until at least `t + expire` and at most one wheel tick
+/// longer; the janitor, which runs about every wheel tick, then removes it within
+/// `expire + tick/4` of its last touch (see `docs/design.md`, "Time").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimeScale {
     /// Length of one wheel tick in nanoseconds (at least 1).
     pub(crate) resolution_nanos: u64,
-    /// `expire` in wheel ticks, rounded up; [`NEVER`] when it does not fit.
+    /// `expire` in nanoseconds, saturating.
+    expire_nanos: u64,
+    /// `expire` in wheel ticks, rounded up; [`NEVER`] when it does not fit (nothing expires).
     pub(crate) expire_ticks: u64,
 }
 
 /// Wheel ticks per user tick.
 pub(crate) const TICKS_PER_USER_TICK: u32 = 8;
 
-/// Wheel ticks added to a touch's coarse time (see [`TimeScale::deadline_after_touch`]).
-pub(crate) const TOUCH_MARGIN: u64 = 2;
-
-/// A deadline that never comes. Deadlines live in the low 59 bits of an entry's state.
-pub(crate) const NEVER: u64 = (1 << 59) - 1;
+/// A deadline that never comes. Deadlines live in the low 58 bits of an entry's `life`
+/// word (`crate::life`); at the finest wheel tick (1 ns) that is over nine years.
+pub(crate) const NEVER: u64 = (1 << 58) - 1;
 
 impl TimeScale {
     pub(crate) fn new(tick: Duration, expire: Duration) -> TimeScale {
         let resolution = tick / TICKS_PER_USER_TICK;
-        let resolution_nanos = u64::try_from(resolution.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let resolution_nanos = nanos(resolution).max(1);
         let expire_ticks = expire
             .as_nanos()
             .div_ceil(u128::from(resolution_nanos))
             .try_into()
             .map_or(NEVER, |ticks: u64| ticks.min(NEVER));
-        TimeScale { resolution_nanos, expire_ticks }
+        TimeScale { resolution_nanos, expire_nanos: nanos(expire), expire_ticks }
     }
 
-    /// The wheel tick that `now` falls in; saturates below [`NEVER`], so that time never
-    /// reaches a deadline that never comes.
-    pub(crate) fn ticks(&self, now: Duration) -> u64 {
-        let ticks = now.as_nanos() / u128::from(self.resolution_nanos);
-        u64::try_from(ticks).map_or(NEVER - 1, |ticks| ticks.min(NEVER - 1))
+    /// The wheel tick that `now` (nanoseconds) falls in; saturates below [`NEVER`], so that
+    /// time never reaches a deadline that never comes.
+    pub(crate) fn ticks(&self, now: u64) -> u64 {
+        (now / self.resolution_nanos).min(NEVER - 1)
     }
 
-    /// The deadline of an entry touched at coarse time `now`: the first wheel tick at which
-    /// it is dead. [`TOUCH_MARGIN`] ticks are added because the touch really happened up
-    /// to two ticks after `now`: the coarse time is published when a janitor run starts
-    /// (somewhere inside a tick, rounded down), and the next run publishes one tick later.
+    /// The deadline of an entry touched at `now` (nanoseconds): the first wheel tick that
+    /// starts at or after `now + expire`. Dead from then on: the entry lives at least
+    /// `expire`, and less than one wheel tick more.
     pub(crate) fn deadline_after_touch(&self, now: u64) -> u64 {
         if self.expire_ticks >= NEVER {
             return NEVER;
         }
-        now.saturating_add(TOUCH_MARGIN).saturating_add(self.expire_ticks).min(NEVER)
+        now.saturating_add(self.expire_nanos).div_ceil(self.resolution_nanos).min(NEVER)
+    }
+
+    /// Whether an entry with `deadline` is still alive at `now` (nanoseconds): the same as
+    /// `ticks(now) < deadline`, without a division (the hot path asks on every hit).
+    #[inline]
+    pub(crate) fn is_alive(&self, deadline: u64, now: u64) -> bool {
+        deadline >= NEVER || now < deadline.saturating_mul(self.resolution_nanos)
+    }
+
+    /// Whether a touch at `now` would move `deadline` later, i.e. whether
+    /// `deadline_after_touch(now) > deadline`, without a division. Touches within one wheel
+    /// tick of each other give the same deadline, so a hot entry is written at most once a
+    /// wheel tick.
+    #[inline]
+    pub(crate) fn touch_moves(&self, deadline: u64, now: u64) -> bool {
+        deadline < NEVER
+            && self.expire_ticks < NEVER
+            && now.saturating_add(self.expire_nanos) > deadline.saturating_mul(self.resolution_nanos)
     }
 }
 
@@ -132,13 +173,42 @@ impl TimeScale {
 mod tests {
     use super::*;
 
+    const MS: u64 = 1_000_000;
+
     #[test]
     fn scale_rounds_expire_up_and_keeps_an_eighth_tick_resolution() {
         let scale = TimeScale::new(Duration::from_millis(80), Duration::from_millis(1005));
-        assert_eq!(scale.resolution_nanos, 10_000_000);
+        assert_eq!(scale.resolution_nanos, 10 * MS);
         assert_eq!(scale.expire_ticks, 101);
-        assert_eq!(scale.ticks(Duration::from_millis(99)), 9);
-        assert_eq!(scale.deadline_after_touch(9), 112);
+        assert_eq!(scale.ticks(99 * MS), 9);
+        // Touched at 99 ms: 99 + 1005 = 1104 ms, rounded up to the tick starting at 1110 ms.
+        assert_eq!(scale.deadline_after_touch(99 * MS), 111);
+        // Touched exactly on a tick boundary: no rounding.
+        assert_eq!(scale.deadline_after_touch(95 * MS), 110);
+    }
+
+    #[test]
+    fn an_entry_lives_at_least_expire_and_less_than_a_wheel_tick_more() {
+        // Every touch time over a few wheel ticks, in odd steps: the entry is alive at every
+        // instant before `touch + expire`, dead from the first tick after it, and the
+        // division-free checks agree with the tick arithmetic.
+        for (tick, expire) in [(80 * MS, 1005 * MS), (8, 5), (1000 * MS, 10 * MS), (3, 1)] {
+            let scale = TimeScale::new(Duration::from_nanos(tick), Duration::from_nanos(expire));
+            let resolution = scale.resolution_nanos;
+            for touch in (0..4 * resolution + 7).step_by((resolution as usize / 7).max(1)) {
+                let deadline = scale.deadline_after_touch(touch);
+                for now in [touch, touch + expire - 1, touch + expire, touch + expire + resolution - 1] {
+                    let by_ticks = scale.ticks(now) < deadline;
+                    assert_eq!(scale.is_alive(deadline, now), by_ticks, "touch {touch}, now {now}");
+                }
+                assert!(scale.is_alive(deadline, touch + expire - 1), "dead before expire: touch {touch}");
+                assert!(!scale.is_alive(deadline, touch + expire + resolution), "alive past a tick more");
+                for earlier in [0, touch / 2, touch] {
+                    let before = scale.deadline_after_touch(earlier);
+                    assert_eq!(scale.touch_moves(before, touch), deadline > before, "{earlier} -> {touch}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -146,12 +216,15 @@ mod tests {
         // A tick of Duration::MAX: a wheel tick is 584 years, which no clock reaches.
         let scale = TimeScale::new(Duration::MAX, Duration::MAX);
         assert_eq!(scale.resolution_nanos, u64::MAX);
-        assert_eq!(scale.ticks(Duration::from_secs(1_000_000)), 0);
+        assert_eq!(scale.ticks(1_000_000 * 1_000 * MS), 0);
         let scale = TimeScale::new(Duration::from_nanos(1), Duration::MAX);
         assert_eq!(scale.resolution_nanos, 1);
         assert_eq!(scale.expire_ticks, NEVER);
-        assert_eq!(scale.ticks(Duration::MAX), NEVER - 1, "time never reaches NEVER");
-        assert_eq!(scale.deadline_after_touch(NEVER - 1), NEVER);
+        assert_eq!(scale.ticks(u64::MAX), NEVER - 1, "time never reaches NEVER");
+        assert_eq!(scale.deadline_after_touch(u64::MAX), NEVER);
+        assert!(scale.is_alive(NEVER, u64::MAX));
+        assert!(!scale.touch_moves(NEVER, u64::MAX));
+        assert_eq!(nanos(Duration::MAX), u64::MAX);
     }
 
     #[test]

@@ -1,24 +1,25 @@
 //! [`ExpiringMap`]: the lock-free engine, generic over key, value and hasher.
 //!
 //! A split-ordered hash table ([`crate::table`]) holds the entries; each entry carries an
-//! atomic `life` word with its deadline in wheel ticks. A hit extends the deadline with
-//! one CAS on that word, and only when it would move by at least one tick. The janitor
-//! ([`crate::janitor`]) owns a hierarchical timing wheel, hears of new and removed
-//! entries through striped intakes, and expires one wheel tick's worth of entries per
-//! run. See `docs/design.md` for the invariants and the proofs.
+//! atomic `life` word ([`crate::life`]) with its deadline in wheel ticks. Every call reads
+//! the clock itself: a hit extends the deadline with one CAS on that word, and only when
+//! it would move by at least one tick; an entry past its deadline is never returned,
+//! whatever the janitor is doing. The janitor ([`crate::janitor`]) owns a hierarchical
+//! timing wheel, hears of new and removed entries through striped intakes, and removes
+//! what is due. See `docs/design.md` for the invariants and the proofs.
 
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
-use crate::clock::{Clock, SystemClock, TimeScale};
-use crate::coarse_time::{CoarseTime, Reading, READ_THE_CLOCK};
+use crate::clock::{Clock, SystemClock, TimeScale, TimeSource};
 use crate::error::require_nonzero;
 use crate::intake::Intake;
-use crate::janitor::{Janitor, JanitorRun, JanitorStats};
+use crate::janitor::{Janitor, JanitorRun, JanitorStats, Parts};
+use crate::life::Life;
 use crate::reclaim::release_janitor_hold;
 use crate::sync::{epoch, Arc, AtomicBool, Ordering};
-use crate::table::{life, new_entry, Table};
+use crate::table::{new_entry, Entry, Table};
 use crate::ticker::{Next, Ticker};
 use crate::wheel::levels_for;
 use crate::Error;
@@ -41,10 +42,16 @@ const MAX_INTAKE_WAIT: Duration = Duration::from_millis(100);
 /// [`fetch_and_delete`](Self::fetch_and_delete) and [`len`](Self::len) take no lock, never
 /// wait for the janitor, and `get` never allocates (beyond what `V::clone` does).
 ///
+/// Every call reads the map's clock: an entry is visible for at least `expire` after the
+/// start of its last `set` or hit, and never for more than `expire + tick/8` after it,
+/// whatever the janitor is doing (see [`Buffer`](crate::Buffer) for the whole contract).
+///
 /// The janitor thread runs every wheel tick (an eighth of `tick`), and at least every
-/// 100 ms whatever the tick, every 10 ms while removals are busy: a removed entry's value
-/// is released right after removal, but its ~100-byte shell waits until the janitor has
-/// taken it. Idle, that is ten runs a second of well under a microsecond each.
+/// 100 ms whatever the tick, every 10 ms while removals are busy, and back to back while a
+/// mass expiry lasts (each run stops after about a wheel tick of work, 1 to 10 ms): a
+/// removed entry's value is released right after removal, but its ~100-byte shell waits
+/// until the janitor has taken it. Idle, that is ten runs a second of well under a
+/// microsecond each.
 ///
 /// ```
 /// use std::time::Duration;
@@ -79,11 +86,8 @@ struct Core<K, V, S> {
     fresh: Intake<K, V>,
     janitor: Janitor<K, V>,
     scale: TimeScale,
-    clock: Box<dyn Clock>,
-    /// The coarse time in wheel ticks, published by the janitor (with the deadlines a late
-    /// run could not trust); [`READ_THE_CLOCK`] once it has stopped. The hot path's only
-    /// notion of time.
-    time: CoarseTime,
+    /// Read by every call that dates or judges an entry, and by the janitor.
+    clock: TimeSource,
 }
 
 /// Configures an [`ExpiringMap`]: clock, manual mode, capacity, janitor budget, hasher.
@@ -119,9 +123,11 @@ impl<S> Builder<S> {
         self
     }
 
-    /// Manual mode: no janitor thread. Expiry happens when the embedder calls
+    /// Manual mode: no janitor thread. Expired entries are removed when the embedder calls
     /// [`ExpiringMap::run_janitor`] (from its own event loop, or a test after moving a
-    /// [`ManualClock`](crate::ManualClock)); the coarse time moves only then.
+    /// [`ManualClock`](crate::ManualClock)). Deadlines do not depend on it: every call
+    /// reads the clock, so an entry is invisible from its deadline on whether or not a run
+    /// has removed it.
     pub fn manual(mut self) -> Self {
         self.manual = true;
         self
@@ -180,17 +186,21 @@ impl<S> Builder<S> {
         require_nonzero("tick", self.tick)?;
         require_nonzero("expire", self.expire)?;
         let scale = TimeScale::new(self.tick, self.expire);
-        let clock = self.clock.unwrap_or_else(|| Box::new(SystemClock::new()));
+        let clock = match self.clock {
+            Some(clock) => TimeSource::Custom(clock),
+            None => TimeSource::System(SystemClock::new()),
+        };
         let now = scale.ticks(clock.now());
         let buckets = self.capacity / 2;
         let core = Arc::new(Core {
             table: Table::new(buckets, self.hasher, is_large),
             fresh: Intake::new(),
-            // Deadlines lie at most `expire + 2` ticks ahead of the wheel.
+            // A touch's deadline lies at most `expire + 1` ticks (one for rounding up) past
+            // the tick it read; one more for the wheel lagging behind the clock. Later ones
+            // go to the overflow list and come back when it turns.
             janitor: Janitor::new(levels_for(scale.expire_ticks.saturating_add(2)), now, self.budget),
             scale,
             clock,
-            time: CoarseTime::new(now, !self.manual),
         });
         let ticker = if self.manual {
             None
@@ -201,8 +211,8 @@ impl<S> Builder<S> {
                 // A panic from user code (a key's `Eq`, a custom clock) must not end expiry
                 // for good: contain it; the run's try-lock is released on unwind.
                 match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| janitor.run_janitor())) {
-                    Ok(run) if run.wants_another_soon() => Next::Soon,
-                    _ => Next::OnTick,
+                    Ok(run) => run.next(),
+                    Err(_) => Next::OnTick,
                 }
             }))
         };
@@ -267,11 +277,11 @@ where
     /// serving every call afterwards, without expiry sweeps; `get` and
     /// `fetch_and_delete` still never return an entry past its deadline.
     pub fn done(&self) {
+        // The shutdown sequence: the thread first, then the janitor's own (`Janitor::stop`).
         if let Some(ticker) = &self.ticker {
             ticker.stop();
         }
-        self.core.janitor.stop(&self.core.time, &self.core.scale, &self.core.table, &self.core.fresh);
-        self.core.time.switch_to_clock();
+        self.core.janitor.stop(&self.core.parts());
     }
 
     /// Runs the janitor once, now: reads the clock, takes the intakes, expires what is due
@@ -293,69 +303,43 @@ where
     V: Clone,
     S: BuildHasher,
 {
-    /// The coarse time in wheel ticks: one atomic load while the janitor runs.
-    /// The time and the uncertain deadlines, for calls that judge an entry's life.
-    fn time(&self) -> Reading {
-        let reading = self.time.read();
-        if reading.now == READ_THE_CLOCK {
-            reading.at(self.scale.ticks(self.clock.now()))
-        } else {
-            reading
-        }
-    }
-
-    /// The time alone, for `set`, which only dates its touch.
+    /// The time, in nanoseconds of the map's clock.
+    #[inline]
     fn now(&self) -> u64 {
-        match self.time.now() {
-            READ_THE_CLOCK => self.scale.ticks(self.clock.now()),
-            now => now,
-        }
+        self.clock.now()
     }
 
+    fn parts(&self) -> Parts<'_, K, V, S> {
+        Parts { table: &self.table, fresh: &self.fresh, clock: &self.clock, scale: &self.scale }
+    }
+
+    /// Links a pending entry, then dates it (docs/design.md, "The set"): the clock is read
+    /// only once the entry is in the table, so the deadline counts from no earlier than the
+    /// start of any touch of an entry it replaced, however long this thread was held up.
     fn set(&self, key: K, value: V) {
         let guard = epoch::pin();
         let hash = self.table.hash(&key);
-        let mut state = self.scale.deadline_after_touch(self.now());
+        // Once the janitor is gone, nobody takes entries from the intake: they count as
+        // taken already, so their unlinker retires them (see `Table::unlink`).
         let janitor_gone = self.table.janitor_gone();
-        if janitor_gone {
-            // Nobody will take it from the intake: it counts as taken already, so its
-            // unlinker retires it (see `Table::unlink`).
-            state |= life::TAKEN;
-        }
-        let entry = new_entry(key, value, hash, state);
+        let entry = new_entry(key, value, hash, Life::pending(janitor_gone));
+        // Broken on purpose under `loom_broken = "dates_before_link"`: the time is read
+        // before the entry is linked, so a delayed set dates it older than a touch of the
+        // entry it replaces.
+        let early = cfg!(loom_broken = "dates_before_link").then(|| self.now());
         // SAFETY: a fresh `Box::into_raw` entry, unpublished, keyed with `self.table`'s hash.
         let _replaced = unsafe { self.table.insert(entry, &guard) };
-        if !janitor_gone {
-            // SAFETY: alive: an entry is freed only after its janitor side lets go, which for
-            // an untaken entry happens only when the janitor takes it from this intake
-            // (docs/design.md, "Reclamation"); and it is on no intake yet.
-            unsafe { self.fresh.push(entry) };
-        }
+        let mut dating = Dating { entry, deadline: 0, fresh: (!janitor_gone).then_some(&self.fresh) };
+        dating.deadline = self.scale.deadline_after_touch(early.unwrap_or_else(|| self.now()));
+        drop(dating); // dates the entry and hands it to the janitor
     }
 
     fn get(&self, key: &K) -> Option<V> {
         let guard = epoch::pin();
-        let time = self.time();
         let entry = self.table.find(key, self.table.hash(key), &guard)?;
-        let mut state = entry.load_life();
-        loop {
-            if !is_live(state, &time) {
-                return None;
-            }
-            let wanted = self.scale.deadline_after_touch(time.now);
-            if wanted <= life::deadline(state) {
-                break; // the deadline would move by less than a tick: write nothing
-            }
-            // The touch. It fails if the janitor claimed the entry first (EXPIRED).
-            match entry.life.compare_exchange_weak(
-                state,
-                (state & !life::DEADLINE) | wanted,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(seen) => state = seen,
-            }
+        // The time is read after the entry was found: a key that is absent costs no clock.
+        if !entry.life.touch(self.now(), &self.scale) {
+            return None;
         }
         // SAFETY: pinned by `guard`, and `entry` was found through the table.
         Some(unsafe { entry.value() }.clone())
@@ -364,14 +348,15 @@ where
     fn delete(&self, key: &K) -> bool {
         let guard = epoch::pin();
         let hash = self.table.hash(key);
-        let time = self.time();
+        let mut now = None;
         loop {
             let Some(entry) = self.table.find(key, hash, &guard) else { return false };
-            let live = is_live(entry.load_life(), &time);
+            let now = *now.get_or_insert_with(|| self.now());
+            let live = entry.life.load().is_live(now, &self.scale);
             if self.table.remove(entry, &guard) {
                 // An expired entry is removed all the same (it is garbage), but it was not
                 // live: the janitor's claim may also have come just before our mark.
-                return live && entry.life.load(Ordering::SeqCst) & life::EXPIRED == 0;
+                return live && !entry.life.load_after_removal().is_expired();
             }
             // Removed (or replaced) under us: look again.
         }
@@ -380,10 +365,11 @@ where
     fn fetch_and_delete(&self, key: &K) -> Option<V> {
         let guard = epoch::pin();
         let hash = self.table.hash(key);
-        let time = self.time();
+        let mut now = None;
         loop {
             let entry = self.table.find(key, hash, &guard)?;
-            if !is_live(entry.load_life(), &time) {
+            let now = *now.get_or_insert_with(|| self.now());
+            if !entry.life.load().is_live(now, &self.scale) {
                 return None; // expired: the janitor removes it
             }
             // Readers may be cloning the value concurrently, so it is cloned here too; the
@@ -395,7 +381,7 @@ where
                 // first, we see it here and the entry counts as expired (it was due: the
                 // janitor claims only due entries). If our mark came first, the janitor's
                 // removal fails and only we have it. Either way one party owns it.
-                if entry.life.load(Ordering::SeqCst) & life::EXPIRED != 0 {
+                if entry.life.load_after_removal().is_expired() {
                     return None;
                 }
                 return Some(value);
@@ -404,16 +390,33 @@ where
     }
 
     fn run_janitor(&self) -> JanitorRun {
-        let now = self.scale.ticks(self.clock.now());
-        self.janitor.run(now, &self.time, &self.scale, &self.table, &self.fresh)
+        self.janitor.run(&self.parts())
     }
 }
 
-/// Whether an entry with `life` word `state` is visible at `time`.
-fn is_live(state: u64, time: &Reading) -> bool {
-    // Under `--cfg loom_broken="touch_ignores_claim"` the janitor's claim is ignored, on
-    // purpose, to show that the loom models catch it.
-    (cfg!(loom_broken = "touch_ignores_claim") || state & life::EXPIRED == 0) && time.keeps(life::deadline(state))
+/// The end of a `set`: dates the linked entry and hands it to the janitor, also when reading
+/// the clock panicked (a custom clock): the entry is then dated 0, dead at once, and the
+/// janitor removes it; it never stays pending, which would make it live for good.
+struct Dating<'a, K, V> {
+    entry: *mut Entry<K, V>,
+    deadline: u64,
+    /// The intake to hand the entry to; `None` once the janitor is gone.
+    fresh: Option<&'a Intake<K, V>>,
+}
+
+impl<K, V> Drop for Dating<'_, K, V> {
+    fn drop(&mut self) {
+        // SAFETY: alive: an entry is freed only after its janitor side lets go, which for an
+        // entry not yet on the intake happens only after the janitor takes it from there,
+        // or (no janitor) after its unlinker's epoch side, which waits for the `set`'s pin.
+        let entry = unsafe { &*self.entry };
+        entry.life.date(self.deadline);
+        if let Some(fresh) = self.fresh {
+            // Pushed only now that it is dated: the janitor never sees a pending entry.
+            // SAFETY: alive (as above), and on no intake yet.
+            unsafe { fresh.push(self.entry) };
+        }
+    }
 }
 
 impl<K, V, S> Drop for ExpiringMap<K, V, S> {
@@ -432,7 +435,7 @@ impl<K, V, S> Drop for Core<K, V, S> {
         // janitor's hold; the others are still linked and freed with the list.
         self.fresh.take_all(|entry| {
             // SAFETY: `&mut self`: no other thread; intake entries are alive.
-            if unsafe { (*entry).load_life() } & life::UNLINKED != 0 {
+            if unsafe { (*entry).life.load() }.is_unlinked() {
                 // SAFETY: unlinked, off the intake, never to be filed.
                 unsafe { release_janitor_hold(entry) };
             }

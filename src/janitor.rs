@@ -4,13 +4,14 @@
 //! 100 ms and every 10 ms while its intakes are busy or due entries are left past the
 //! budget; or whenever an embedder in manual mode calls it):
 //!
-//! 1. reads the clock once and publishes the coarse time that the hot path reads;
+//! 1. reads the clock (the hot path reads it too: no caller depends on the janitor's time);
 //! 2. takes new entries from the intake and files them in the wheel (or frees them at
 //!    once if they were already unlinked from the table);
 //! 3. takes unlinked entries from the table's intake, unfiles them and retires them;
-//! 4. hands out due timers, at most `budget` of them: an entry whose deadline moved is
-//!    filed again; one that is due is claimed with a CAS on its `life` word and removed
-//!    from the table; the rest of a mass expiry waits for the next run;
+//! 4. hands out due timers, at most `budget` of them and for at most about one wheel tick
+//!    of time ([`run_time_limit`]): an entry whose deadline moved is filed again; one that
+//!    is due is claimed with a CAS on its `life` word and removed from the table; the rest
+//!    of a mass expiry waits for the next run, which the janitor thread starts at once;
 //! 5. retires its own removals and pushes the epoch forward so that retired entries
 //!    (and their values) are freed before the next run.
 //!
@@ -20,13 +21,14 @@
 
 use std::ptr::NonNull;
 
-use crate::clock::TimeScale;
-use crate::coarse_time::{CoarseTime, Reading};
+use crate::clock::{TimeScale, TimeSource};
 use crate::intake::Intake;
+use crate::life::Claim;
 use crate::reclaim::{self, release_janitor_hold};
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{fence, prefetch, AtomicBool, AtomicU64, Ordering, UnsafeCell};
-use crate::table::{life, Entry, Removal, Table};
+use crate::table::{Entry, Removal, Table};
+use crate::ticker::Next;
 use crate::wheel::{self, Wheel};
 
 /// What one janitor run did.
@@ -43,10 +45,8 @@ pub struct JanitorRun {
     pub expired: usize,
     /// Removed entries the janitor let go of (their memory is freed once their value is).
     pub retired: usize,
-    /// Due entries given a new deadline instead of expiring: their deadline came from a
-    /// touch dated while the janitor was late, so the touch may have been an instant ago.
-    pub redated: usize,
-    /// Whether due timers were left for the next run (the budget ran out).
+    /// Whether due timers were left for the next run (the budget or the run's time limit
+    /// ran out).
     pub more_due: bool,
     /// Entries filed in the wheel after the run.
     pub timers: usize,
@@ -64,12 +64,37 @@ impl JanitorRun {
     /// chunkserver's 15 s tick: 7.5 M shells, 850 MB, measured at 4 M removals a second).
     const HURRY_RETIRED: usize = 1024;
 
-    /// Whether the janitor thread should run again soon: due entries are left past the
-    /// budget, or the intakes were busy.
-    pub(crate) fn wants_another_soon(&self) -> bool {
-        !self.skipped && (self.more_due || self.retired >= Self::HURRY_RETIRED)
+    /// When the janitor thread should run next: at once while due entries are left (the
+    /// budget or the time limit cut the run short), soon after a run that found busy
+    /// intakes, else at the next tick.
+    pub(crate) fn next(&self) -> Next {
+        if self.skipped {
+            Next::OnTick
+        } else if self.more_due {
+            Next::Now
+        } else if self.retired >= Self::HURRY_RETIRED {
+            Next::Soon
+        } else {
+            Next::OnTick
+        }
     }
 }
+
+/// How long one run may hand out due timers before it stops and leaves the rest to the
+/// next: about one wheel tick (so that a mass expiry never holds the janitor from the
+/// next tick's work for long), but at least 1 ms (so that the fixed cost of a run stays
+/// small against its work) and at most 10 ms (so that `done`, which waits for the current
+/// run, stays prompt). Measured by the map's clock: a [`ManualClock`](crate::ManualClock)
+/// that nobody moves never cuts a run short.
+pub(crate) fn run_time_limit(scale: &TimeScale) -> u64 {
+    const MIN: u64 = 1_000_000;
+    const MAX: u64 = 10_000_000;
+    scale.resolution_nanos.clamp(MIN, MAX)
+}
+
+/// Handed-out timers between two looks at the clock for the time limit (a clock read is
+/// ~25 ns; an expiry ~150-400 ns).
+const CLOCK_EVERY: usize = 64;
 
 /// Counters over the janitor's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -153,32 +178,27 @@ impl<K, V> Janitor<K, V> {
     }
 }
 
+/// What a run works on: the parts of the map the janitor shares with its callers.
+pub(crate) struct Parts<'a, K, V, S> {
+    pub(crate) table: &'a Table<K, V, S>,
+    /// New entries, for the janitor to file.
+    pub(crate) fresh: &'a Intake<K, V>,
+    pub(crate) clock: &'a TimeSource,
+    pub(crate) scale: &'a TimeScale,
+}
+
 impl<K, V> Janitor<K, V>
 where
     K: std::hash::Hash + Eq,
 {
-    /// One run up to wheel tick `now`; see the module documentation.
-    pub(crate) fn run<S: std::hash::BuildHasher>(
-        &self,
-        now: u64,
-        time: &CoarseTime,
-        scale: &TimeScale,
-        table: &Table<K, V, S>,
-        fresh: &Intake<K, V>,
-    ) -> JanitorRun {
-        let report = self.run_once(now, time, scale, table, fresh);
-        self.finish_stop(time, scale, table, fresh);
+    /// One run: reads the clock and works up to that time; see the module documentation.
+    pub(crate) fn run<S: std::hash::BuildHasher>(&self, parts: &Parts<'_, K, V, S>) -> JanitorRun {
+        let report = self.run_once(parts);
+        self.finish_stop(parts);
         report
     }
 
-    fn run_once<S: std::hash::BuildHasher>(
-        &self,
-        now: u64,
-        time: &CoarseTime,
-        scale: &TimeScale,
-        table: &Table<K, V, S>,
-        fresh: &Intake<K, V>,
-    ) -> JanitorRun {
+    fn run_once<S: std::hash::BuildHasher>(&self, parts: &Parts<'_, K, V, S>) -> JanitorRun {
         let Some(_running) = self.try_lock() else {
             return JanitorRun { skipped: true, ..JanitorRun::default() };
         };
@@ -188,7 +208,7 @@ where
         self.wheel.with_mut(|wheel| {
             // SAFETY: holding `running` gives exclusive access to the wheel.
             let wheel = unsafe { &mut *wheel };
-            let report = self.run_locked(wheel, now, time, scale, table, fresh);
+            let report = self.run_locked(wheel, parts);
             self.runs.fetch_add(1, Ordering::Relaxed);
             self.expired.fetch_add(report.expired as u64, Ordering::Relaxed);
             self.retired.fetch_add(report.retired as u64, Ordering::Relaxed);
@@ -199,56 +219,55 @@ where
     fn run_locked<S: std::hash::BuildHasher>(
         &self,
         wheel: &mut Wheel<Entry<K, V>>,
-        now: u64,
-        time: &CoarseTime,
-        scale: &TimeScale,
-        table: &Table<K, V, S>,
-        fresh: &Intake<K, V>,
+        parts: &Parts<'_, K, V, S>,
     ) -> JanitorRun {
-        let now = now.max(wheel.elapsed());
-        // Step 1: publish the time (and, if this run is late, the uncertain deadlines).
-        let due = Due { time: time.publish(now, scale), redate_to: scale.deadline_after_touch(now) };
+        let Parts { table, fresh, clock, scale } = *parts;
+        // Step 1: the time. Read under the lock, so that the wheel's time only grows.
+        let started = clock.now();
+        let now = scale.ticks(started).max(wheel.elapsed());
+        let stop_at = started.saturating_add(run_time_limit(scale));
         let mut report = JanitorRun { now, ..JanitorRun::default() };
         let guard = epoch::pin();
-        take_fresh(wheel, fresh, &due, table, &guard, &mut report);
+        take_fresh(wheel, fresh, now, table, &guard, &mut report);
         take_unlinked(wheel, table, &mut report);
         let mut ahead = Lookahead::new();
-        let mut drained = false;
+        let mut stop_popping = false;
         // Caught so that a panic from user code here (the eager-release predicate, asked as
-        // the janitor unlinks) strands none of the entries held ahead: off the wheel, they
-        // would never be expired. The janitor thread contains the panic anyway; a manual
-        // caller sees it re-raised below.
+        // the janitor unlinks; a custom clock) strands none of the entries held ahead: off
+        // the wheel, they would never be expired. The janitor thread contains the panic
+        // anyway; a manual caller sees it re-raised below.
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
-            while !drained && !ahead.is_full() && report.handled < self.budget {
+            while !stop_popping && !ahead.is_full() && report.handled < self.budget {
+                if report.handled % CLOCK_EVERY == CLOCK_EVERY - 1 && clock.now() >= stop_at {
+                    stop_popping = true; // out of time: the rest waits for the next run
+                    break;
+                }
                 match wheel.pop_due(now) {
                     Some(entry) => {
                         report.handled += 1;
                         ahead.push(entry, table);
                     }
-                    None => drained = true,
+                    None => stop_popping = true,
                 }
             }
             let Some(entry) = ahead.pop() else { break };
             // SAFETY: handed-out entries are alive: an entry is freed only after its janitor
             // side lets go, which happens only once it is off the wheel and handled here (the
             // unlinked intake is taken only before and after this loop).
-            unsafe { expire_or_refile(wheel, entry, &due, table, &guard, &mut report) };
+            unsafe { expire_or_refile(wheel, entry, now, table, &guard, &mut report) };
         }));
         if let Err(panic) = handled {
             while let Some(timer) = ahead.pop() {
                 // SAFETY: held, so alive (as above) and on no wheel list. Filed again no earlier
                 // than the next tick: the next run handles it as if this one had not reached it
                 // (one removed meanwhile is unfiled again by `take_unlinked`).
-                let deadline = life::deadline(unsafe { timer.as_ref() }.load_life());
+                let deadline = unsafe { timer.as_ref() }.life.load().deadline();
                 let filed = unsafe { wheel.insert(timer, deadline.max(wheel.elapsed().saturating_add(1))) };
                 debug_assert!(filed.is_ok(), "filed after elapsed");
             }
             std::panic::resume_unwind(panic);
         }
         report.more_due = wheel.has_due(now);
-        if !report.more_due {
-            time.settle(now);
-        }
         report.timers = wheel.len();
         wheel.advance_to(now);
         take_unlinked(wheel, table, &mut report);
@@ -263,30 +282,30 @@ where
         report
     }
 
-    /// Stops the janitor for good: a last run takes the intakes (so that nothing is left
-    /// on them for a janitor that will never come), then removers retire entries
-    /// themselves. Never waits: if a run is in progress (another thread's manual run, or
-    /// this very thread, when a destructor calls `done` during a run), that run makes
-    /// the last run as it finishes.
-    pub(crate) fn stop<S: std::hash::BuildHasher>(
-        &self,
-        time: &CoarseTime,
-        scale: &TimeScale,
-        table: &Table<K, V, S>,
-        fresh: &Intake<K, V>,
-    ) {
+    /// Stops the janitor for good; `ExpiringMap::done` calls it after stopping the janitor
+    /// thread (`Ticker::stop`, which joins it). The whole shutdown, in order:
+    ///
+    /// 1. the janitor thread is stopped and joined (no new run starts on it);
+    /// 2. `stop_requested` is stored, then a SeqCst fence (the handshake with a run in
+    ///    progress, see `Running::drop`);
+    /// 3. whoever holds the try-lock (this call, or the run in progress as it finishes)
+    ///    makes a last run that only takes the intakes, so that nothing stays on them for
+    ///    a janitor that will never come;
+    /// 4. the table is told (`janitor_gone`): from then on a `set` marks its entry taken
+    ///    and pushes nothing, and an unlinker lets go for the janitor itself;
+    /// 5. `stopped`: every later run is skipped.
+    ///
+    /// Callers need nothing from the janitor to judge an entry (they read the clock), so
+    /// deadlines hold as before; only the sweeping ends. Never waits: if a run is in
+    /// progress (another thread's manual run, or this very thread, when a destructor calls
+    /// `done` during a run), that run makes the last run as it finishes.
+    pub(crate) fn stop<S: std::hash::BuildHasher>(&self, parts: &Parts<'_, K, V, S>) {
         self.stop_requested.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst); // see `Running::drop`
-        self.finish_stop(time, scale, table, fresh);
+        self.finish_stop(parts);
     }
 
-    fn finish_stop<S: std::hash::BuildHasher>(
-        &self,
-        time: &CoarseTime,
-        scale: &TimeScale,
-        table: &Table<K, V, S>,
-        fresh: &Intake<K, V>,
-    ) {
+    fn finish_stop<S: std::hash::BuildHasher>(&self, parts: &Parts<'_, K, V, S>) {
         if !self.stop_requested.load(Ordering::Relaxed) || self.is_stopped() {
             return;
         }
@@ -306,21 +325,13 @@ where
             let guard = epoch::pin();
             let mut report = JanitorRun::default();
             let now = wheel.elapsed();
-            let due = Due { time: time.read().at(now), redate_to: scale.deadline_after_touch(now) };
-            take_fresh(wheel, fresh, &due, table, &guard, &mut report);
-            take_unlinked(wheel, table, &mut report);
+            take_fresh(wheel, parts.fresh, now, parts.table, &guard, &mut report);
+            take_unlinked(wheel, parts.table, &mut report);
         });
         // From here on, removers retire entries themselves.
-        table.mark_janitor_gone();
+        parts.table.mark_janitor_gone();
         self.stopped.store(true, Ordering::Release);
     }
-}
-
-/// What a run expires against: its reading of the coarse time, and the deadline it gives
-/// an entry whose deadline is uncertain (as if touched at the run's time).
-struct Due {
-    time: Reading,
-    redate_to: u64,
 }
 
 /// Due timers handed out ahead of the one being expired.
@@ -387,15 +398,15 @@ impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
 fn take_fresh<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
     wheel: &mut Wheel<Entry<K, V>>,
     fresh: &Intake<K, V>,
-    due: &Due,
+    now: u64,
     table: &Table<K, V, S>,
     guard: &Guard,
     report: &mut JanitorRun,
 ) {
     fresh.take_all(|entry| {
         // SAFETY: entries on the intake are alive: the janitor side has not let go of them.
-        let before = unsafe { (*entry).life.fetch_or(life::TAKEN, Ordering::AcqRel) };
-        if before & life::UNLINKED != 0 {
+        let before = unsafe { (*entry).life.take() };
+        if before.is_unlinked() {
             // Unlinked before we took it: the unlinker left the janitor's hold to us.
             // SAFETY: unlinked, off the intake now and never filed.
             unsafe { release_janitor_hold(entry) };
@@ -403,12 +414,13 @@ fn take_fresh<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
             return;
         }
         let timer = NonNull::new(entry).expect("intake entries are non-null");
-        // SAFETY: alive as above, and on no wheel list yet.
-        match unsafe { wheel.insert(timer, life::deadline(before)) } {
+        // SAFETY: alive as above, and on no wheel list yet. Its `set` dated it before
+        // pushing it, so the deadline is its own (touches may only have moved it later).
+        match unsafe { wheel.insert(timer, before.deadline()) } {
             Ok(()) => report.filed += 1,
             // Due already: decide now.
             // SAFETY: as above.
-            Err(timer) => unsafe { expire_or_refile(wheel, timer, due, table, guard, report) },
+            Err(timer) => unsafe { expire_or_refile(wheel, timer, now, table, guard, report) },
         }
     });
 }
@@ -426,17 +438,15 @@ fn take_unlinked<K, V, S>(wheel: &mut Wheel<Entry<K, V>>, table: &Table<K, V, S>
     });
 }
 
-/// Step 4 for one handed-out timer: file it again if its deadline moved past `now`,
-/// re-date and re-file it if its deadline is uncertain (a late run: see
-/// [`crate::coarse_time`]), claim and remove it if it is due, leave it unfiled if it was
-/// removed meanwhile.
+/// Step 4 for one handed-out timer: file it again if a touch moved its deadline past
+/// `now`, claim and remove it if it is due, leave it unfiled if it was removed meanwhile.
 ///
 /// # Safety
 /// `timer` is a live entry on no wheel list.
 unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
     wheel: &mut Wheel<Entry<K, V>>,
     timer: NonNull<Entry<K, V>>,
-    due: &Due,
+    now: u64,
     table: &Table<K, V, S>,
     guard: &Guard,
     report: &mut JanitorRun,
@@ -444,75 +454,45 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher
     // SAFETY: the caller guarantees the entry is alive.
     let entry = unsafe { timer.as_ref() };
     debug_assert_eq!(unsafe { wheel::list_of(timer) }, wheel::NOT_FILED);
-    let now = due.time.now;
-    let mut state = entry.load_life();
-    loop {
-        if state & (life::UNLINKED | life::EXPIRED) != 0 || entry.is_removed() {
-            // Removed by someone else: its unlink hand-off retires it; keep it unfiled.
-            return;
-        }
-        let deadline = life::deadline(state);
-        if deadline > now {
-            // Touched since it was filed: lazy re-filing.
+    match entry.life.claim(now, || entry.is_removed()) {
+        // Removed by someone else: its unlink hand-off retires it; keep it unfiled.
+        Claim::Gone => {}
+        Claim::Refile(deadline) => {
             // SAFETY: alive and unfiled, as the caller guarantees.
             let filed = unsafe { wheel.insert(timer, deadline) };
             debug_assert!(filed.is_ok(), "deadline {deadline} > now {now} >= elapsed");
-            return;
         }
-        if due.time.is_uncertain(deadline) {
-            // Perhaps touched an instant ago, dated by a stale time: touch it as of now,
-            // for the caller that may have. A CAS like a touch's: a real touch or a
-            // remover that comes first makes it fail, and we look again.
-            let redated = (state & !life::DEADLINE) | due.redate_to;
-            match entry.life.compare_exchange(state, redated, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    // SAFETY: alive and unfiled, as the caller guarantees.
-                    let filed = unsafe { wheel.insert(timer, due.redate_to) };
-                    debug_assert!(filed.is_ok(), "re-dated to {} > now {now}", due.redate_to);
-                    report.redated += 1;
-                    return;
-                }
-                Err(seen) => {
-                    state = seen;
-                    continue;
-                }
-            }
-        }
-        // Due. The CAS decides the race with touches: a touch that moved the deadline
-        // first makes it fail (and we look again); once it succeeds, every touch fails.
-        if cfg!(loom_broken = "janitor_blind_claim") {
-            // Broken on purpose: claim without checking that no touch moved the deadline.
-            entry.life.fetch_or(life::EXPIRED, Ordering::SeqCst);
+        // Claimed: every touch fails from now on. Only the remover that marks the entry
+        // owns it: if a `delete` or `fetch_and_delete` marked it first, it is theirs, not
+        // an expiry.
+        Claim::Expired => {
             if table.remove(entry, guard) {
                 report.expired += 1;
             }
-            return;
-        }
-        // SeqCst: ordered against a remover's SeqCst mark (see `Core::fetch_and_delete`).
-        match entry.life.compare_exchange(state, state | life::EXPIRED, Ordering::SeqCst, Ordering::Acquire) {
-            Ok(_) => {
-                // Only the remover that marks the entry owns it: if a `delete` or
-                // `fetch_and_delete` marked it first, it is theirs, not an expiry.
-                if table.remove(entry, guard) {
-                    report.expired += 1;
-                }
-                return;
-            }
-            Err(seen) => state = seen,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::JanitorRun;
+    use super::{run_time_limit, JanitorRun, Next};
+    use crate::clock::TimeScale;
+    use std::time::Duration;
 
     #[test]
-    fn a_run_asks_for_another_soon_when_it_left_work_or_found_busy_intakes() {
+    fn a_run_asks_for_the_next_at_once_when_it_left_work_and_soon_after_busy_intakes() {
         let quiet = JanitorRun { retired: JanitorRun::HURRY_RETIRED - 1, ..JanitorRun::default() };
-        assert!(!quiet.wants_another_soon());
-        assert!(JanitorRun { retired: JanitorRun::HURRY_RETIRED, ..quiet }.wants_another_soon());
-        assert!(JanitorRun { more_due: true, ..quiet }.wants_another_soon());
-        assert!(!JanitorRun { more_due: true, skipped: true, ..quiet }.wants_another_soon());
+        assert_eq!(quiet.next(), Next::OnTick);
+        assert_eq!(JanitorRun { retired: JanitorRun::HURRY_RETIRED, ..quiet }.next(), Next::Soon);
+        assert_eq!(JanitorRun { more_due: true, ..quiet }.next(), Next::Now);
+        assert_eq!(JanitorRun { more_due: true, skipped: true, ..quiet }.next(), Next::OnTick);
+    }
+
+    #[test]
+    fn a_run_lasts_about_a_wheel_tick_within_1_to_10_ms() {
+        let limit = |tick_ms| run_time_limit(&TimeScale::new(Duration::from_millis(tick_ms), Duration::from_secs(1)));
+        assert_eq!(limit(1), 1_000_000, "1 ms tick: a 125 us wheel tick, raised to 1 ms");
+        assert_eq!(limit(40), 5_000_000);
+        assert_eq!(limit(15_000), 10_000_000, "15 s tick: capped at 10 ms");
     }
 }

@@ -36,13 +36,13 @@
 
 mod buffer;
 mod clock;
-mod coarse_time;
 mod download;
 mod engine;
 mod error;
 mod id;
 mod intake;
 mod janitor;
+mod life;
 mod reclaim;
 mod rwlock;
 mod sync;

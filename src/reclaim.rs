@@ -18,8 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
 
 use crate::sync::epoch::Guard;
-use crate::sync::Ordering;
-use crate::table::{life, Entry};
+use crate::table::Entry;
 
 /// Entries whose key or value destructor panicked, process-wide (deferred destructors run
 /// on whichever thread the epoch picks, so there is no per-buffer place to count them).
@@ -72,7 +71,7 @@ pub(crate) unsafe fn release_value_later<K, V>(entry: *mut Entry<K, V>, guard: &
         // SAFETY: none; this variant exists to show that the loom models catch it.
         unsafe {
             contained(|| (*entry).drop_value());
-            (*entry).life.fetch_or(life::VALUE_DROPPED, Ordering::AcqRel);
+            (*entry).life.release_value();
         }
         let _ = (guard, flush);
         return;
@@ -88,8 +87,7 @@ pub(crate) unsafe fn release_value_later<K, V>(entry: *mut Entry<K, V>, guard: &
             let owned = owned;
             let entry = owned.0;
             contained(|| (*entry).drop_value());
-            let before = (*entry).life.fetch_or(life::VALUE_DROPPED, Ordering::AcqRel);
-            if before & life::JANITOR_DONE != 0 {
+            if (*entry).life.release_value() {
                 free_shell(entry);
             }
         })
@@ -106,8 +104,7 @@ pub(crate) unsafe fn release_value_later<K, V>(entry: *mut Entry<K, V>, guard: &
 /// that will be touched again; each entry gets this call once.
 pub(crate) unsafe fn release_janitor_hold<K, V>(entry: *mut Entry<K, V>) {
     // SAFETY: the entry is alive until both sides have let go, and we have not.
-    let before = unsafe { (*entry).life.fetch_or(life::JANITOR_DONE, Ordering::AcqRel) };
-    if before & life::VALUE_DROPPED != 0 {
+    if unsafe { (*entry).life.release_janitor() } {
         // The epoch side ran, so no reader is left: free now.
         // SAFETY: both sides are done; nothing can reach the entry.
         unsafe { free_shell(entry) };

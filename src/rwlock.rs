@@ -8,6 +8,7 @@
 //! entry under the write lock before removing it, `done` is idempotent, and a missing id
 //! is a typed error.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
@@ -71,8 +72,19 @@ impl RwLockBuffer {
 
     /// Stores `data` under `id`, replacing any previous value, and resets the entry's life.
     pub fn set(&self, id: BufferId, data: Bytes) {
-        let slot = Slot { data, touched: Instant::now() };
-        let replaced = self.shared.write().insert(id, slot);
+        // The time is read before the lock (to keep the lock short), so a touch that took
+        // the lock meanwhile may be later: keep the later of the two.
+        let now = Instant::now();
+        let replaced = match self.shared.write().entry(id) {
+            Entry::Occupied(mut held) => {
+                let touched = held.get().touched.max(now);
+                Some(held.insert(Slot { data, touched }))
+            }
+            Entry::Vacant(free) => {
+                free.insert(Slot { data, touched: now });
+                None
+            }
+        };
         drop(replaced); // outside the lock
     }
 
@@ -87,7 +99,9 @@ impl RwLockBuffer {
             drop(expired);
             return None;
         }
-        slot.touched = now;
+        // Never backwards: `now` was read before the lock, and a set or get that took the
+        // lock meanwhile may have stored a later time.
+        slot.touched = slot.touched.max(now);
         Some(slot.data.clone())
     }
 

@@ -39,10 +39,12 @@ unsafe impl Sync for Ticker {}
 pub(crate) enum Next {
     /// At the next tick.
     OnTick,
-    /// After [`HURRY`], or at the next tick if that comes first: the call left work behind
-    /// (due entries past its budget) or found a busy intake, whose removed entries hold
-    /// memory until taken.
+    /// After [`HURRY`], or at the next tick if that comes first: the call found a busy
+    /// intake, whose removed entries hold memory until taken.
     Soon,
+    /// At once (unless the thread is being stopped): the call left work behind (due
+    /// entries past its budget or its time limit).
+    Now,
 }
 
 /// How soon a call that returned [`Next::Soon`] is followed by the next one.
@@ -109,6 +111,11 @@ where
                     recv(shutdown_rx) -> _ => return,
                     default(HURRY) => {}
                 },
+                Next::Now => {
+                    if !matches!(shutdown_rx.try_recv(), Err(crossbeam_channel::TryRecvError::Empty)) {
+                        return;
+                    }
+                }
             }
             next = on_tick();
         }
@@ -130,6 +137,7 @@ where
             wait = match on_tick() {
                 Next::OnTick => tick,
                 Next::Soon => HURRY.min(tick),
+                Next::Now => Duration::ZERO,
             };
         }
     };

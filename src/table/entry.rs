@@ -3,8 +3,8 @@
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 
-use crate::clock::NEVER;
-use crate::sync::{AtomicPtr, AtomicU64, Ordering, UnsafeCell};
+use crate::life::Life;
+use crate::sync::{AtomicPtr, Ordering, UnsafeCell};
 use crate::wheel::{Timer, TimerLinks};
 
 /// The low pointer bit of a `next` field: set when its node is logically removed.
@@ -60,27 +60,6 @@ pub(crate) fn unmarked(ptr: *mut Link) -> *mut Link {
     ptr.map_addr(|addr| addr & !MARK)
 }
 
-/// The `life` word of an entry: the deadline in wheel ticks in the low 59 bits, and
-/// flags that settle who does what with the entry (see `docs/design.md`).
-pub(crate) mod life {
-    /// Bits holding the deadline: the first wheel tick at which the entry is dead.
-    pub(crate) const DEADLINE: u64 = super::NEVER;
-    /// The janitor has taken the entry from the intake of new entries.
-    pub(crate) const TAKEN: u64 = 1 << 59;
-    /// The entry has been physically unlinked from the table.
-    pub(crate) const UNLINKED: u64 = 1 << 60;
-    /// The janitor has claimed the entry for expiry; touches fail from then on.
-    pub(crate) const EXPIRED: u64 = 1 << 61;
-    /// The value has been dropped (after the epoch's grace period that followed the unlink).
-    pub(crate) const VALUE_DROPPED: u64 = 1 << 62;
-    /// The janitor holds the entry no more (off its intakes and its wheel).
-    pub(crate) const JANITOR_DONE: u64 = 1 << 63;
-
-    pub(crate) fn deadline(life: u64) -> u64 {
-        life & DEADLINE
-    }
-}
-
 /// A stored key and value, with the state the table, the janitor and the wheel share.
 ///
 /// Field order follows a lookup: `link`, `life`, `key` and `value` (what `get` reads) come
@@ -88,8 +67,8 @@ pub(crate) mod life {
 #[repr(C)]
 pub(crate) struct Entry<K, V> {
     pub(crate) link: Link,
-    /// Deadline and flags; see [`life`].
-    pub(crate) life: AtomicU64,
+    /// Deadline and flags; see [`crate::life`].
+    pub(crate) life: Life,
     pub(crate) key: K,
     /// Dropped on its own, before the rest of the entry (see `crate::reclaim`).
     value: UnsafeCell<ManuallyDrop<V>>,
@@ -102,10 +81,10 @@ pub(crate) struct Entry<K, V> {
 
 impl<K, V> Entry<K, V> {
     /// A new, unpublished entry.
-    pub(crate) fn new(so_key: u64, key: K, value: V, life: u64) -> Entry<K, V> {
+    pub(crate) fn new(so_key: u64, key: K, value: V, life: Life) -> Entry<K, V> {
         Entry {
             link: Link::new(so_key),
-            life: AtomicU64::new(life),
+            life,
             key,
             value: UnsafeCell::new(ManuallyDrop::new(value)),
             intake_next: AtomicPtr::new(ptr::null_mut()),
@@ -148,10 +127,6 @@ impl<K, V> Entry<K, V> {
     /// Whether the entry has been logically removed from the table.
     pub(crate) fn is_removed(&self) -> bool {
         is_marked(self.link.next.load(Ordering::Acquire))
-    }
-
-    pub(crate) fn load_life(&self) -> u64 {
-        self.life.load(Ordering::Acquire)
     }
 }
 

@@ -25,9 +25,10 @@ use std::ptr::NonNull;
 use counter::Counter;
 use directory::{Claim, Directory};
 use entry::{entry_key, hash_of, is_marked, marked, unmarked};
-pub(crate) use entry::{life, Entry, Link};
+pub(crate) use entry::{Entry, Link};
 
 use crate::intake::Intake;
+use crate::life::Life;
 use crate::reclaim::{destroy_linked, release_janitor_hold, release_value_later};
 use crate::sync::epoch::Guard;
 use crate::sync::{prefetch, AtomicBool, Ordering};
@@ -68,7 +69,7 @@ pub(crate) struct Table<K, V, S> {
     /// The list's first node: bucket 0's dummy, split-order key 0.
     head: NonNull<Link>,
     len: Counter,
-    /// Entries this table unlinked after the janitor took them (see `life::TAKEN`).
+    /// Entries this table unlinked after the janitor took them (see `crate::life`, "take").
     unlinked: Intake<K, V>,
     /// Set when the janitor has stopped for good: unlinkers then let go for it.
     janitor_gone: AtomicBool,
@@ -310,8 +311,7 @@ where
         }
         // SAFETY: we just unlinked the entry and are pinned by `guard`.
         unsafe { release_value_later(entry, guard, flush) };
-        let before = node.life.fetch_or(life::UNLINKED, Ordering::AcqRel);
-        if before & life::TAKEN == 0 {
+        if !node.life.unlink().is_taken() {
             // The janitor has not taken it from its intake of new entries yet; it will see
             // UNLINKED when it does, and let go of it then.
             return true;
@@ -459,7 +459,7 @@ impl<K, V, S> Drop for Table<K, V, S> {
 }
 
 /// Makes an unpublished entry for `key` with `hash` and initial `life` word.
-pub(crate) fn new_entry<K, V>(key: K, value: V, hash: u64, life: u64) -> *mut Entry<K, V> {
+pub(crate) fn new_entry<K, V>(key: K, value: V, hash: u64, life: Life) -> *mut Entry<K, V> {
     Box::into_raw(Box::new(Entry::new(entry_key(hash), key, value, life)))
 }
 

@@ -32,17 +32,17 @@ impl Hasher for ConstHasher {
 /// Inserts as the engine does once its janitor is gone (entries count as taken, so their
 /// unlinker retires them; nothing leaks without a janitor).
 fn set<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64) -> bool {
-    insert_with_life(table, key, value, life::TAKEN)
+    insert_with_life(table, key, value, true)
 }
 
 /// Inserts as the engine does while a janitor runs: the entry awaits the janitor's intake.
 fn set_untaken<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64) -> bool {
-    insert_with_life(table, key, value, 0)
+    insert_with_life(table, key, value, false)
 }
 
-fn insert_with_life<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64, state: u64) -> bool {
+fn insert_with_life<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64, taken: bool) -> bool {
     let guard = epoch::pin();
-    let entry = new_entry(key, value, table.hash(&key), state);
+    let entry = new_entry(key, value, table.hash(&key), Life::dated(0, taken));
     // SAFETY: a fresh, unpublished entry keyed with the table's hash.
     unsafe { table.insert(entry, &guard) }.is_some()
 }
@@ -162,7 +162,7 @@ fn removed_entries_are_handed_to_the_janitor_only_once_taken() {
         // Pretend the janitor took entry 2 from its intake of new entries.
         let guard = epoch::pin();
         let entry = table.find(&2, table.hash(&2), &guard).unwrap();
-        entry.life.fetch_or(life::TAKEN, Ordering::AcqRel);
+        entry.life.take();
     }
     assert!(remove(&table, 1));
     assert!(remove(&table, 2));
@@ -178,7 +178,7 @@ fn removed_entries_are_handed_to_the_janitor_only_once_taken() {
     // entries and sees UNLINKED. Do that here.
     // SAFETY: the janitor side has not let go of it yet; it is on no intake in this test.
     unsafe {
-        assert_ne!((*untaken).load_life() & life::UNLINKED, 0);
+        assert!((*untaken).life.load().is_unlinked());
         release_janitor_hold(untaken);
     }
 }
