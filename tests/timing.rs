@@ -1,0 +1,551 @@
+//! The time bounds of the contract, checked on real threads against the real clock, for
+//! both designs. No slack anywhere: every call is bracketed by two timestamps, and
+//!
+//! - a **miss** is *premature* if it ended less than `expire` after the start of the key's
+//!   last touch (a `set`, or a `get` that hit) that had completed before the miss began;
+//! - a **hit** is *late* if it began more than `expire + tick` after the end of the key's
+//!   last touch (any that began before the hit ended: it may be the one the hit saw).
+//!
+//! Each thread works on private keys (checked as it goes: one thread, one order) and on
+//! shared keys (every call logged, checked after the run), with idle gaps drawn around
+//! `expire` so that calls land on both sides of every bound. 2 to 16 threads on this
+//! 2-core machine, with and without a thread that only burns CPU: callers and the janitor
+//! are preempted mid-call all the time, which is the point. Both designs must show zero
+//! premature and zero late cases in every configuration.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::XorShift;
+use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle, Clock, DownloadBuffer, RwLockBuffer};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// How a buffer is made for a run: tick, expire, and the run's time origin (a custom clock
+/// must count from it, so that its time and the checker's timestamps are one timeline).
+type Make = fn(Duration, Duration, Instant) -> Arc<dyn Buffer>;
+
+fn lockfree(tick: Duration, expire: Duration, _origin: Instant) -> Arc<dyn Buffer> {
+    Arc::new(DownloadBuffer::new(tick, expire).expect("valid durations"))
+}
+
+fn rwlock(tick: Duration, expire: Duration, _origin: Instant) -> Arc<dyn Buffer> {
+    Arc::new(RwLockBuffer::new(tick, expire).expect("valid durations"))
+}
+
+/// The engine on a clock that now and then makes its reader sleep right after reading it:
+/// a caller or the janitor descheduled between reading the time and acting on it.
+fn lockfree_on_a_sleepy_clock(tick: Duration, expire: Duration, origin: Instant) -> Arc<dyn Buffer> {
+    let clock = SleepyClock { origin, seed: AtomicU64::new(0x5EED), max_sleep: expire / 2 };
+    Arc::new(DownloadBuffer::builder(tick, expire).clock(clock).build_download_buffer().expect("valid durations"))
+}
+
+struct SleepyClock {
+    origin: Instant,
+    seed: AtomicU64,
+    max_sleep: Duration,
+}
+
+impl Clock for SleepyClock {
+    fn now(&self) -> Duration {
+        let now = self.origin.elapsed();
+        let draw = XorShift::new(self.seed.fetch_add(1, Ordering::Relaxed)).next_u64();
+        if draw % 256 == 0 {
+            thread::sleep(self.max_sleep.mul_f64((draw >> 8) as f64 / (1u64 << 56) as f64));
+        }
+        now
+    }
+}
+
+/// One configuration of a run.
+#[derive(Clone, Copy, Debug)]
+struct Config {
+    tick: Duration,
+    expire: Duration,
+    threads: usize,
+    burner: bool,
+    /// Whether one thread calls `done()` halfway through.
+    done_halfway: bool,
+}
+
+impl Config {
+    /// Long enough for many lifetimes, short enough for CI: 20 lifetimes, 0.4 s to 3 s.
+    fn duration(&self) -> Duration {
+        (self.expire * 20).clamp(Duration::from_millis(400), Duration::from_secs(3))
+    }
+}
+
+/// What went wrong, and how close the run came.
+#[derive(Default)]
+struct Tally {
+    calls: u64,
+    hits: u64,
+    misses: u64,
+    premature: u64,
+    late: u64,
+    wrong: u64,
+    examples: Vec<String>,
+    /// The smallest `end - (touch start + expire)` over misses, in ns: how close to the
+    /// lower bound the run probed (negative would be a premature miss).
+    closest_miss: i64,
+    /// The largest `start - (touch end + expire)` over hits, in ns (positive: past
+    /// `expire`; above `tick` would be a late hit).
+    latest_hit: i64,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally { closest_miss: i64::MAX, latest_hit: i64::MIN, ..Tally::default() }
+    }
+
+    fn note(&mut self, what: String) {
+        if self.examples.len() < 12 {
+            self.examples.push(what);
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.calls += other.calls;
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.premature += other.premature;
+        self.late += other.late;
+        self.wrong += other.wrong;
+        self.closest_miss = self.closest_miss.min(other.closest_miss);
+        self.latest_hit = self.latest_hit.max(other.latest_hit);
+        for example in other.examples {
+            self.note(example);
+        }
+    }
+}
+
+/// A timestamp: nanoseconds since the run's origin.
+fn stamp(origin: Instant) -> u64 {
+    origin.elapsed().as_nanos() as u64
+}
+
+fn nanos(duration: Duration) -> u64 {
+    duration.as_nanos() as u64
+}
+
+/// A value naming its key and a tag unique to the set that stored it.
+fn value(key: u64, tag: u64) -> Bytes {
+    let mut bytes = Vec::with_capacity(16);
+    bytes.extend_from_slice(&key.to_le_bytes());
+    bytes.extend_from_slice(&tag.to_le_bytes());
+    Bytes::from(bytes)
+}
+
+fn decode(data: &Bytes) -> (u64, u64) {
+    let key = u64::from_le_bytes(data[..8].try_into().unwrap());
+    let tag = u64::from_le_bytes(data[8..16].try_into().unwrap());
+    (key, tag)
+}
+
+fn id(key: u64) -> BufferId {
+    BufferId { handle: ChunkHandle(key as i64), timestamp: 0x1D }
+}
+
+/// An idle gap: mostly around `expire` (both sides of both bounds), some short, some long.
+fn gap(rng: &mut XorShift, tick: u64, expire: u64) -> u64 {
+    let span = |lo: u64, hi: u64, rng: &mut XorShift| lo + rng.below(hi.saturating_sub(lo).max(1));
+    match rng.below(10) {
+        0..=3 => span(0, expire / 4 + 1, rng),
+        4..=8 => span(expire - expire / 8, expire + tick + expire / 8, rng),
+        _ => span(expire + tick, 2 * (expire + tick), rng),
+    }
+}
+
+/// A private key: only its thread touches it, so its history is a sequence.
+struct Private {
+    key: u64,
+    /// The tag of the value stored, if the key should be present.
+    present: Option<u64>,
+    touch_start: u64,
+    touch_end: u64,
+    next_at: u64,
+}
+
+/// A logged call on a shared key.
+#[derive(Clone, Copy)]
+struct Logged {
+    key: u64,
+    start: u64,
+    end: u64,
+    /// `Some(tag)`: a set storing `tag` or a hit returning it; `None`: a miss.
+    tag: Option<u64>,
+    set: bool,
+}
+
+const PRIVATE_KEYS: u64 = 32;
+const SHARED_KEYS: u64 = 16;
+
+/// Unchecked traffic that keeps the buffer and its janitor busy between a thread's probes
+/// (even threads do it, odd ones sleep): pushes consumed at once, and one in eight
+/// abandoned, for the janitor to expire.
+fn filler(buffer: &dyn Buffer, rng: &mut XorShift, thread_no: u64, serial: &mut u64) {
+    for _ in 0..16 {
+        *serial += 1;
+        let key = (thread_no + 1) << 48 | *serial;
+        buffer.set(id(key), value(key, 0));
+        if rng.below(8) != 0 {
+            let _ = buffer.get(&id(key));
+            let _ = buffer.fetch_and_delete(&id(key));
+        }
+    }
+}
+
+fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, end: u64) -> (Tally, Vec<Logged>) {
+    let tick = nanos(config.tick);
+    let expire = nanos(config.expire);
+    let mut rng = XorShift::new(thread_no * 7919 + 17);
+    let mut tally = Tally::new();
+    let mut log = Vec::new();
+    let mut tag = thread_no << 40;
+    let mut keys: Vec<Private> = (0..PRIVATE_KEYS)
+        .map(|n| Private {
+            key: 1_000_000 + thread_no * 1_000 + n,
+            present: None,
+            touch_start: 0,
+            touch_end: 0,
+            next_at: stamp(origin) + rng.below(expire + 1),
+        })
+        .collect();
+    // Shared keys: per-key gaps of about `expire` need per-thread gaps scaled by threads/keys.
+    let shared_gap = |rng: &mut XorShift| gap(rng, tick, expire) * config.threads as u64 / SHARED_KEYS;
+    let mut shared_at = stamp(origin) + rng.below(expire + 1);
+    let done_at = if config.done_halfway && thread_no == 0 { Some((stamp(origin) + end) / 2) } else { None };
+    let mut done_called = false;
+    let busy = thread_no % 2 == 0;
+    let mut serial = 0;
+    loop {
+        let (slot, at) = keys.iter().enumerate().map(|(slot, key)| (slot, key.next_at)).min_by_key(|&(_, at)| at).unwrap();
+        let next = at.min(shared_at);
+        if next >= end {
+            break;
+        }
+        let now = stamp(origin);
+        if next > now {
+            if busy {
+                filler(buffer, &mut rng, thread_no, &mut serial);
+                continue;
+            }
+            thread::sleep(Duration::from_nanos(next - now));
+        }
+        if let Some(done_at) = done_at {
+            if !done_called && stamp(origin) >= done_at {
+                buffer.done();
+                done_called = true;
+            }
+        }
+        if shared_at <= at {
+            // A shared key: a get or a set, now and then two calls back to back.
+            let key = rng.below(SHARED_KEYS);
+            for _ in 0..1 + usize::from(rng.below(3) == 0) {
+                tally.calls += 1;
+                if rng.below(10) < 3 {
+                    tag += 1;
+                    let start = stamp(origin);
+                    buffer.set(id(key), value(key, tag));
+                    log.push(Logged { key, start, end: stamp(origin), tag: Some(tag), set: true });
+                } else {
+                    let start = stamp(origin);
+                    let got = buffer.get(&id(key));
+                    let end = stamp(origin);
+                    let tag = got.map(|data| {
+                        let (seen, tag) = decode(&data);
+                        if seen != key {
+                            tally.wrong += 1;
+                            tally.note(format!("shared key {key}: got the value of key {seen}"));
+                        }
+                        tag
+                    });
+                    log.push(Logged { key, start, end, tag, set: false });
+                }
+            }
+            shared_at = stamp(origin) + shared_gap(&mut rng);
+            continue;
+        }
+        let private = &mut keys[slot];
+        tally.calls += 1;
+        let key = private.key;
+        let op = if private.present.is_none() { 0 } else { rng.below(20) };
+        let start = stamp(origin);
+        let outcome = match op {
+            0..=4 => {
+                tag += 1;
+                buffer.set(id(key), value(key, tag));
+                Some(Ok(tag))
+            }
+            5..=15 => Some(buffer.get(&id(key)).ok_or(())).map(|got| got.map(|data| decode(&data).1)),
+            16..=18 => Some(buffer.fetch_and_delete(&id(key)).map_err(|_| ())).map(|got| got.map(|data| decode(&data).1)),
+            _ => {
+                buffer.delete(&id(key));
+                None
+            }
+        };
+        let end = stamp(origin);
+        match (op, outcome) {
+            (0..=4, Some(Ok(stored))) => {
+                private.present = Some(stored);
+                private.touch_start = start;
+                private.touch_end = end;
+            }
+            (_, Some(Ok(seen))) => {
+                tally.hits += 1;
+                match private.present {
+                    None => {
+                        tally.wrong += 1;
+                        tally.note(format!("key {key}: returned tag {seen} after it was removed"));
+                    }
+                    Some(stored) if stored != seen => {
+                        tally.wrong += 1;
+                        tally.note(format!("key {key}: returned tag {seen}, stored {stored}"));
+                    }
+                    Some(_) => {}
+                }
+                let past = start as i64 - (private.touch_end + expire) as i64;
+                tally.latest_hit = tally.latest_hit.max(past);
+                if start > private.touch_end + expire + tick {
+                    tally.late += 1;
+                    tally.note(format!(
+                        "LATE: key {key} returned {:.3} ms after its last touch ended (bound {:?} + {:?})",
+                        (start - private.touch_end) as f64 / 1e6,
+                        config.expire,
+                        config.tick
+                    ));
+                }
+                if op <= 15 {
+                    private.touch_start = start;
+                    private.touch_end = end;
+                } else {
+                    private.present = None; // consumed
+                }
+            }
+            (_, Some(Err(()))) => {
+                tally.misses += 1;
+                if private.present.is_some() {
+                    let margin = end as i64 - (private.touch_start + expire) as i64;
+                    tally.closest_miss = tally.closest_miss.min(margin);
+                    if end < private.touch_start + expire {
+                        tally.premature += 1;
+                        tally.note(format!(
+                            "PREMATURE: key {key} missing {:.3} ms after its last touch began (expire {:?})",
+                            (end - private.touch_start) as f64 / 1e6,
+                            config.expire
+                        ));
+                    }
+                }
+                private.present = None;
+            }
+            _ => private.present = None, // delete
+        }
+        private.next_at = stamp(origin) + gap(&mut rng, tick, expire);
+    }
+    (tally, log)
+}
+
+/// The offline check of the shared keys' logs (see the module documentation).
+fn check_shared(log: Vec<Logged>, config: Config, tally: &mut Tally) {
+    let tick = nanos(config.tick);
+    let expire = nanos(config.expire);
+    let mut by_key: HashMap<u64, Vec<Logged>> = HashMap::new();
+    for call in log {
+        by_key.entry(call.key).or_default().push(call);
+    }
+    for (key, calls) in by_key {
+        let touches: Vec<(usize, Logged)> =
+            calls.iter().copied().enumerate().filter(|(_, call)| call.set || call.tag.is_some()).collect();
+        // Misses: the latest start among touches that ended before the miss began.
+        let mut by_end: Vec<(u64, u64)> = touches.iter().map(|(_, t)| (t.end, t.start)).collect();
+        by_end.sort_unstable();
+        let mut latest_start = Vec::with_capacity(by_end.len());
+        for &(_, start) in &by_end {
+            latest_start.push(latest_start.last().copied().unwrap_or(0).max(start));
+        }
+        // Hits: the latest end among other touches that began before the hit ended.
+        let mut by_start: Vec<(u64, u64, usize)> = touches.iter().map(|&(i, t)| (t.start, t.end, i)).collect();
+        by_start.sort_unstable();
+        // Prefix top two ends (with the call's index), so that a hit can exclude itself.
+        let mut top: Vec<[(u64, usize); 2]> = Vec::with_capacity(by_start.len());
+        for &(_, end, i) in &by_start {
+            let mut best = top.last().copied().unwrap_or([(0, usize::MAX); 2]);
+            if end > best[0].0 {
+                best = [(end, i), best[0]];
+            } else if end > best[1].0 {
+                best[1] = (end, i);
+            }
+            top.push(best);
+        }
+        for (i, call) in calls.iter().enumerate() {
+            if call.set {
+                continue;
+            }
+            match call.tag {
+                None => {
+                    tally.misses += 1;
+                    let before = by_end.partition_point(|&(end, _)| end < call.start);
+                    if before == 0 {
+                        continue; // nothing was set before it began
+                    }
+                    let touch_start = latest_start[before - 1];
+                    tally.closest_miss = tally.closest_miss.min(call.end as i64 - (touch_start + expire) as i64);
+                    if call.end < touch_start + expire {
+                        tally.premature += 1;
+                        tally.note(format!(
+                            "PREMATURE: shared key {key} missing {:.3} ms after a completed touch began (expire {:?})",
+                            (call.end - touch_start) as f64 / 1e6,
+                            config.expire
+                        ));
+                    }
+                }
+                Some(_) => {
+                    tally.hits += 1;
+                    let began = by_start.partition_point(|&(start, _, _)| start < call.end);
+                    let best = if began == 0 { [(0, usize::MAX); 2] } else { top[began - 1] };
+                    let touch_end = if best[0].1 == i { best[1] } else { best[0] };
+                    if touch_end.1 == usize::MAX {
+                        tally.wrong += 1;
+                        tally.note(format!("shared key {key}: a hit with no set before it"));
+                        continue;
+                    }
+                    tally.latest_hit = tally.latest_hit.max(call.start as i64 - (touch_end.0 + expire) as i64);
+                    if call.start > touch_end.0 + expire + tick {
+                        tally.late += 1;
+                        tally.note(format!(
+                            "LATE: shared key {key} returned {:.3} ms after the last touch ended (bound {:?} + {:?})",
+                            (call.start - touch_end.0) as f64 / 1e6,
+                            config.expire,
+                            config.tick
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs one configuration and returns its tally.
+fn run(make: Make, config: Config) -> Tally {
+    let origin = Instant::now();
+    let buffer = make(config.tick, config.expire, origin);
+    let stop = Arc::new(AtomicBool::new(false));
+    let burner = config.burner.then(|| {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let mut x = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        })
+    });
+    let barrier = Arc::new(Barrier::new(config.threads));
+    let end = stamp(origin) + nanos(config.duration());
+    let logs = Mutex::new(Vec::new());
+    let mut tally = Tally::new();
+    thread::scope(|scope| {
+        let workers: Vec<_> = (0..config.threads as u64)
+            .map(|t| {
+                let (buffer, barrier, logs) = (&buffer, &barrier, &logs);
+                scope.spawn(move || {
+                    barrier.wait();
+                    let (tally, log) = worker(&**buffer, config, t, origin, end);
+                    logs.lock().unwrap().extend(log);
+                    tally
+                })
+            })
+            .collect();
+        for worker in workers {
+            tally.merge(worker.join().expect("worker panicked"));
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    if let Some(burner) = burner {
+        burner.join().unwrap();
+    }
+    check_shared(logs.into_inner().unwrap(), config, &mut tally);
+    tally
+}
+
+/// Runs every configuration of one design at one tick/expire and fails on any premature,
+/// late or wrong answer, after printing each configuration's figures.
+fn check(design: &str, make: Make, tick: Duration, expire: Duration, threads: &[usize], done_halfway: bool) {
+    let mut failures = Vec::new();
+    for &threads in threads {
+        for burner in [false, true] {
+            let config = Config { tick, expire, threads, burner, done_halfway };
+            let tally = run(make, config);
+            println!(
+                "{design} tick {tick:?} expire {expire:?} threads {threads} burner {burner} done {done_halfway}: \
+                 {} calls, {} hits, {} misses; premature {}, late {}, wrong {}; closest miss {:+.3} ms past expire, \
+                 latest hit {:+.3} ms past expire",
+                tally.calls,
+                tally.hits,
+                tally.misses,
+                tally.premature,
+                tally.late,
+                tally.wrong,
+                tally.closest_miss as f64 / 1e6,
+                tally.latest_hit as f64 / 1e6
+            );
+            if tally.premature + tally.late + tally.wrong > 0 {
+                failures.push(format!(
+                    "{config:?}: premature {}, late {}, wrong {}:\n    {}",
+                    tally.premature,
+                    tally.late,
+                    tally.wrong,
+                    tally.examples.join("\n    ")
+                ));
+            }
+            assert!(tally.hits > 0 && tally.misses > 0, "{config:?}: the run probed nothing");
+        }
+    }
+    assert!(failures.is_empty(), "{design}: {} configurations failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+macro_rules! timing_tests {
+    ($($design:ident: $make:expr;)*) => {
+        $(
+            mod $design {
+                use super::*;
+
+                #[test]
+                fn tick_1ms_expire_5ms() {
+                    check(stringify!($design), $make, MS, 5 * MS, &[2, 16], false);
+                }
+
+                #[test]
+                fn tick_10ms_expire_50ms() {
+                    check(stringify!($design), $make, 10 * MS, 50 * MS, &[2, 4, 8, 16], false);
+                }
+
+                #[test]
+                fn tick_100ms_expire_1s() {
+                    check(stringify!($design), $make, 100 * MS, 1000 * MS, &[2, 16], false);
+                }
+
+                #[test]
+                fn tick_1s_expire_10ms() {
+                    check(stringify!($design), $make, 1000 * MS, 10 * MS, &[2, 16], false);
+                }
+
+                #[test]
+                fn done_in_the_middle_of_traffic() {
+                    check(stringify!($design), $make, MS, 5 * MS, &[4], true);
+                    check(stringify!($design), $make, 10 * MS, 50 * MS, &[16], true);
+                }
+            }
+        )*
+    };
+}
+
+timing_tests! {
+    lockfree: lockfree;
+    rwlock: rwlock;
+    lockfree_sleepy_clock: lockfree_on_a_sleepy_clock;
+}
