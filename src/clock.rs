@@ -111,7 +111,8 @@ pub(crate) struct TimeScale {
     pub(crate) resolution_nanos: u64,
     /// `expire` in nanoseconds, saturating.
     expire_nanos: u64,
-    /// `expire` in wheel ticks, rounded up; [`NEVER`] when it does not fit (nothing expires).
+    /// `expire` in wheel ticks, rounded up; [`NEVER`] when it does not fit, or is beyond
+    /// what a clock can count (nothing expires).
     pub(crate) expire_ticks: u64,
 }
 
@@ -126,12 +127,11 @@ impl TimeScale {
     pub(crate) fn new(tick: Duration, expire: Duration) -> TimeScale {
         let resolution = tick / TICKS_PER_USER_TICK;
         let resolution_nanos = nanos(resolution).max(1);
-        let expire_ticks = expire
-            .as_nanos()
-            .div_ceil(u128::from(resolution_nanos))
-            .try_into()
-            .map_or(NEVER, |ticks: u64| ticks.min(NEVER));
-        TimeScale { resolution_nanos, expire_nanos: nanos(expire), expire_ticks }
+        let expire_nanos = nanos(expire);
+        // An expire the clock's ~584 years of nanoseconds cannot span never comes.
+        let expire_ticks =
+            if expire_nanos == u64::MAX { NEVER } else { expire_nanos.div_ceil(resolution_nanos).min(NEVER) };
+        TimeScale { resolution_nanos, expire_nanos, expire_ticks }
     }
 
     /// The wheel tick that `now` (nanoseconds) falls in; saturates below [`NEVER`], so that

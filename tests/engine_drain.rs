@@ -256,7 +256,11 @@ fn churn(duration: Duration, tick: Duration, expire: Duration) {
         let len = buffer.len();
         peak_len = peak_len.max(len);
         peak_rss = peak_rss.max(rss_mib());
-        assert!(len <= bound, "tick {tick:?} expire {expire:?}: len {len} after {:?} (bound {bound})", started.elapsed());
+        assert!(
+            len <= bound,
+            "tick {tick:?} expire {expire:?}: len {len} after {:?} (bound {bound})",
+            started.elapsed()
+        );
     }
     stop.store(true, Ordering::Relaxed);
     let pushes: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();

@@ -4,21 +4,22 @@
 //!
 //! The arithmetic every test relies on: the wheel ticks eight times per user tick, so with
 //! `tick = 80 ms` a wheel tick is 10 ms and `expire = 1 s` is 100 wheel ticks. An entry
-//! set or touched at coarse wheel tick `c` gets the deadline `c + 2 + 100`, and it is dead
-//! once the coarse time (published by `run_janitor` in manual mode) reaches that tick.
-//! Set at 0, its deadline is tick 102: it is visible through 1019 ms and gone at 1020 ms.
+//! set or touched at clock time `t` gets the deadline `ceil((t + 1 s) / 10 ms)` in wheel
+//! ticks, and it is dead once the clock reaches that tick, whether or not a janitor run
+//! has removed it (every call reads the clock). Set at 0, its deadline is tick 100: it is
+//! visible through 999 ms and gone at 1000 ms; the first run at or after 1000 ms removes it.
 //!
 //! `get` extends life, so tests that must not move a deadline observe it through `len()`
 //! (which counts entries until the janitor sweeps them) or through a fresh map per probe.
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{manual_buffer, manual_map, manual_map_with_budget, ms, wait_for, wait_for_janitor_runs};
-use download_buffer::{BufferId, Builder, Bytes, ChunkHandle, Clock, Error, ExpiringMap, JanitorRun, ManualClock};
+use common::{manual_buffer, manual_map, manual_map_with_budget, ms, wait_for};
+use download_buffer::{BufferId, Builder, Bytes, ChunkHandle, Error, ExpiringMap, JanitorRun, ManualClock};
 
 const TICK: Duration = ms(80);
 const EXPIRE: Duration = ms(1000);
@@ -60,9 +61,9 @@ fn one_entry_probed_at(at: Duration) -> (ExpiringMap<u64, u64>, JanitorRun) {
 }
 
 #[test]
-fn entry_is_visible_until_its_deadline_and_gone_exactly_when_the_coarse_time_reaches_it() {
+fn entry_is_visible_until_its_deadline_and_gone_exactly_when_the_clock_reaches_it() {
     // Each probe on a fresh map: a `get` would extend the entry's life.
-    for (at, visible) in [(ms(0), true), (ms(999), true), (ms(1000), true), (ms(1019), true), (ms(1020), false)] {
+    for (at, visible) in [(ms(0), true), (ms(500), true), (ms(999), true), (ms(1000), false), (ms(1019), false)] {
         let (map, run) = one_entry_probed_at(at);
         assert_eq!(run.now, (at.as_millis() / 10) as u64, "coarse time at {at:?}");
         assert_eq!(map.get(&1).is_some(), visible, "get at {at:?}");
@@ -70,36 +71,37 @@ fn entry_is_visible_until_its_deadline_and_gone_exactly_when_the_coarse_time_rea
         assert_eq!(map.fetch_and_delete(&1), visible.then_some(11), "fetch_and_delete at {at:?}");
     }
 
-    // One map, observed only through len(): swept by the run that reaches tick 102, not before.
+    // One map, observed only through len(): swept by the run that reaches tick 100, not before.
     let (map, clock) = manual_map::<u64, u64>(TICK, EXPIRE);
     map.set(1, 11);
     let run = map.run_janitor();
     assert_eq!((run.now, run.filed, run.expired, run.timers), (0, 1, 0, 1), "{run:?}");
-    for at in [ms(500), ms(1000), ms(1019)] {
+    for at in [ms(500), ms(990), ms(999)] {
         advance_to(&clock, at);
         let run = map.run_janitor();
         assert_eq!(run.expired, 0, "run at {at:?} expired the entry early: {run:?}");
         assert_eq!(map.len(), 1, "len after the run at {at:?}");
     }
-    advance_to(&clock, ms(1020));
+    advance_to(&clock, ms(1000));
+    assert_eq!(map.get(&1), None, "dead at its deadline before any run removes it");
+    assert_eq!(map.len(), 1);
     let run = map.run_janitor();
-    assert_eq!((run.now, run.expired, run.more_due, run.timers), (102, 1, false, 0), "{run:?}");
+    assert_eq!((run.now, run.expired, run.more_due, run.timers), (100, 1, false, 0), "{run:?}");
     assert_eq!(map.len(), 0, "len after the run at the deadline");
     assert_eq!(map.get(&1), None);
 }
 
 #[test]
-fn deadline_counts_from_the_coarse_tick_of_the_set_plus_two() {
-    // Set at coarse tick 100 (clock 1005 ms, inside tick 100): deadline 100 + 2 + 100 = 202 =
-    // 2020 ms, not 2005 ms: the set may have happened up to two ticks after the coarse time.
+fn deadline_is_expire_after_the_set_rounded_up_to_a_wheel_tick() {
+    // Set at 1005 ms (inside wheel tick 100): 2005 ms rounds up to tick 201 = 2010 ms. No
+    // janitor run since the map was made: the set reads the clock itself.
     let (map, clock) = manual_map::<u64, u64>(TICK, EXPIRE);
     advance_to(&clock, ms(1005));
-    assert_eq!(map.run_janitor().now, 100);
     map.set(1, 11);
-    advance_to(&clock, ms(2019));
+    advance_to(&clock, ms(2009));
     assert_eq!(map.run_janitor().expired, 0);
-    assert_eq!(map.len(), 1, "the entry must live through 2019 ms");
-    advance_to(&clock, ms(2020));
+    assert_eq!(map.len(), 1, "the entry must live through 2009 ms");
+    advance_to(&clock, ms(2010));
     assert_eq!(map.run_janitor().expired, 1);
     assert!(map.is_empty());
 }
@@ -109,53 +111,52 @@ fn get_extends_life() {
     let (map, clock) = manual_map::<u64, u64>(TICK, EXPIRE);
     map.set(1, 11);
     map.set(2, 22); // untouched neighbour
+    assert_eq!(map.run_janitor().filed, 2);
     advance_to(&clock, ms(900));
-    assert_eq!(map.run_janitor().now, 90);
-    assert_eq!(map.get(&1), Some(11)); // deadline 90 + 102 = 192 = 1920 ms
-    advance_to(&clock, ms(1020));
+    assert_eq!(map.get(&1), Some(11)); // deadline 1900 ms
+    advance_to(&clock, ms(1000));
     let run = map.run_janitor();
-    assert_eq!(run.expired, 1, "only the untouched neighbour is due at 1020 ms: {run:?}");
+    assert_eq!(run.expired, 1, "only the untouched neighbour is due at 1000 ms: {run:?}");
     assert_eq!(map.len(), 1);
     assert_eq!(run.timers, 1, "the touched entry was filed again (lazy re-filing): {run:?}");
-    advance_to(&clock, ms(1919));
+    advance_to(&clock, ms(1899));
     assert_eq!(map.run_janitor().expired, 0);
-    assert_eq!(map.len(), 1, "a get at 900 ms keeps the entry through 1919 ms");
-    advance_to(&clock, ms(1920));
+    assert_eq!(map.len(), 1, "a get at 900 ms keeps the entry through 1899 ms");
+    advance_to(&clock, ms(1900));
     assert_eq!(map.run_janitor().expired, 1);
     assert!(map.is_empty());
     assert_eq!(map.get(&1), None);
 }
 
 #[test]
-fn gets_within_one_coarse_tick_give_the_same_expiry() {
-    // Key 1: touched many times while the coarse time is 90 (clock 900..=909 ms): every touch
-    // after the first would move the deadline by less than a tick, so it stays at 192 (1920 ms).
-    // Key 2: touched once more at 910 ms (tick 91): its deadline moves to 193 (1930 ms).
+fn gets_within_one_wheel_tick_give_the_same_expiry() {
+    // Key 1: touched many times at 901..=910 ms: every touch gives the deadline 191 (1910 ms:
+    // 1901..=1910 ms round up to it), so only the first one writes. Key 2: touched once
+    // more at 911 ms: its deadline moves to 192 (1920 ms).
     let (map, clock) = manual_map::<u64, u64>(TICK, EXPIRE);
     map.set(1, 11);
     map.set(2, 22);
-    for at in [900, 903, 905, 909] {
+    map.run_janitor();
+    for at in [901, 903, 905, 909, 910] {
         advance_to(&clock, ms(at));
-        assert_eq!(map.run_janitor().now, 90);
         for _ in 0..100 {
             assert_eq!(map.get(&1), Some(11));
         }
         assert_eq!(map.get(&2), Some(22));
     }
-    advance_to(&clock, ms(910));
-    assert_eq!(map.run_janitor().now, 91);
+    advance_to(&clock, ms(911));
     assert_eq!(map.get(&2), Some(22));
 
-    advance_to(&clock, ms(1919));
+    advance_to(&clock, ms(1909));
     map.run_janitor();
     assert_eq!(map.len(), 2);
-    advance_to(&clock, ms(1920));
-    assert_eq!(map.run_janitor().expired, 1, "key 1 expires at 1920 ms, after 400 gets in tick 90");
+    advance_to(&clock, ms(1910));
+    assert_eq!(map.run_janitor().expired, 1, "key 1 expires at 1910 ms, after 500 gets in 901..=910 ms");
     assert_eq!(map.len(), 1);
-    advance_to(&clock, ms(1929));
+    advance_to(&clock, ms(1919));
     assert_eq!(map.run_janitor().expired, 0);
-    assert_eq!(map.len(), 1, "key 2, touched in tick 91, lives through 1929 ms");
-    advance_to(&clock, ms(1930));
+    assert_eq!(map.len(), 1, "key 2, touched at 911 ms, lives through 1919 ms");
+    advance_to(&clock, ms(1920));
     assert_eq!(map.run_janitor().expired, 1);
     assert!(map.is_empty());
 }
@@ -164,19 +165,18 @@ fn gets_within_one_coarse_tick_give_the_same_expiry() {
 fn set_replaces_and_resets_life() {
     let (map, clock) = manual_map::<u64, u64>(TICK, EXPIRE);
     map.set(1, 11);
-    map.run_janitor(); // the first entry is filed at tick 102
+    map.run_janitor(); // the first entry is filed at tick 100
     advance_to(&clock, ms(900));
-    assert_eq!(map.run_janitor().now, 90);
-    map.set(1, 12); // a new entry, deadline 90 + 102 = 192 = 1920 ms
+    map.set(1, 12); // a new entry, deadline 1900 ms
     assert_eq!(map.len(), 1, "a replacing set does not add an entry");
-    advance_to(&clock, ms(1020));
+    advance_to(&clock, ms(1000));
     let run = map.run_janitor();
     assert_eq!(run.expired, 0, "the replaced entry's old deadline must not expire the new value: {run:?}");
     assert_eq!(map.len(), 1);
-    advance_to(&clock, ms(1919));
+    advance_to(&clock, ms(1899));
     map.run_janitor();
     assert_eq!(map.len(), 1);
-    advance_to(&clock, ms(1920));
+    advance_to(&clock, ms(1900));
     assert_eq!(map.run_janitor().expired, 1);
     assert!(map.is_empty());
 
@@ -267,8 +267,7 @@ fn delete_of_an_expired_unswept_entry_reports_no_live_removal() {
 fn lazy_refiling_keeps_a_hot_entry_for_100_s_while_neighbours_expire() {
     // Every 100 ms (ten wheel ticks) for 100 s: move the clock, run the janitor, touch the hot
     // key, set a new cold key. A cold key set at t (right after the run at t) dies at the run
-    // at t + 1100 ms (its deadline is t + 1020 ms), so after each run exactly the ten previous
-    // ones remain.
+    // at t + 1000 ms (its deadline), so after each run exactly the nine previous ones remain.
     let (map, clock) = manual_map::<u64, u64>(TICK, EXPIRE);
     const HOT: u64 = u64::MAX;
     map.set(HOT, 0);
@@ -276,17 +275,17 @@ fn lazy_refiling_keeps_a_hot_entry_for_100_s_while_neighbours_expire() {
         clock.advance(ms(100));
         let run = map.run_janitor();
         assert_eq!(run.now, step * 10);
-        let cold_alive = (step - 1).min(10);
+        let cold_alive = (step - 1).min(9);
         assert_eq!(map.len() as u64, 1 + cold_alive, "step {step}: {run:?}");
-        if step > 11 {
+        if step > 10 {
             assert_eq!(run.expired, 1, "step {step}: one cold key expires per step: {run:?}");
         }
         assert_eq!(map.get(&HOT), Some(0), "step {step}: the hot key expired");
         map.set(step, step);
     }
-    // Only the hot key and the last eleven cold ones: the 989 others expired on time.
-    assert_eq!(map.len(), 12);
-    assert_eq!(map.janitor_stats().expired, 989);
+    // Only the hot key and the last ten cold ones: the 990 others expired on time.
+    assert_eq!(map.len(), 11);
+    assert_eq!(map.janitor_stats().expired, 990);
     assert_eq!(map.get(&HOT), Some(0));
     assert_eq!(map.get(&985), None);
     assert_eq!(map.get(&991), Some(991));
@@ -296,16 +295,16 @@ fn lazy_refiling_keeps_a_hot_entry_for_100_s_while_neighbours_expire() {
 fn cascading_across_levels_expires_every_entry_exactly_on_its_tick() {
     // tick 20 ms: a wheel tick is 2.5 ms; expire 10 min = 240_000 wheel ticks (a wheel of
     // three 64-slot levels, 262_144 ticks, plus its overflow list). Entries are set at
-    // coarse ticks around level and window boundaries (set at 22_142, the deadline is the
-    // window boundary 262_144); each must still be counted by len() after the run at its
+    // ticks around level and window boundaries (set at 22_144, the deadline is the window
+    // boundary 262_144); each must still be counted by len() after the run at its
     // deadline - 1 and be gone after the run at its deadline.
     const WHEEL_NANOS: u64 = 2_500_000;
     const EXPIRE_TICKS: u64 = 240_000;
     let (map, clock) = manual_map::<u64, u64>(ms(20), Duration::from_secs(600));
     let set_at: Vec<u64> = vec![
-        0, 1, 63, 64, 65, 4_095, 4_096, 4_097, 22_141, 22_142, 22_143, 100_000, 262_143, 262_144, 262_145, 300_001,
+        0, 1, 63, 64, 65, 4_095, 4_096, 4_097, 22_143, 22_144, 22_145, 100_000, 262_143, 262_144, 262_145, 300_001,
     ];
-    let deadline = |c: u64| c + 2 + EXPIRE_TICKS;
+    let deadline = |c: u64| c + EXPIRE_TICKS;
     // (tick, Some(key) = set that key, None = probe)
     let mut events: Vec<(u64, Option<u64>)> = Vec::new();
     for (key, &c) in set_at.iter().enumerate() {
@@ -336,14 +335,14 @@ fn cascading_across_levels_expires_every_entry_exactly_on_its_tick() {
 #[test]
 fn cascading_with_one_second_steps_and_with_one_jump() {
     // tick 20 ms: a wheel tick is 2.5 ms, expire 10 min = 240_000 wheel ticks; set at 0, the
-    // deadline is tick 240_002 = 600.005 s.
-    let deadline = Duration::from_nanos(240_002 * 2_500_000);
-    assert_eq!(deadline, ms(600_005));
+    // deadline is tick 240_000 = 600 s.
+    let deadline = Duration::from_nanos(240_000 * 2_500_000);
+    assert_eq!(deadline, ms(600_000));
     // Runs every second for ten minutes: the entry cascades down the levels and expires on
     // the first run at or past its deadline.
     let (map, clock) = manual_map::<u64, u64>(ms(20), Duration::from_secs(600));
     map.set(1, 1);
-    for second in 1..=600 {
+    for second in 1..=599 {
         clock.advance(Duration::from_secs(1));
         assert_eq!(map.run_janitor().expired, 0, "expired early, at {second} s");
         assert_eq!(map.len(), 1);
@@ -389,9 +388,10 @@ fn duration_max_expire_never_expires() {
     }
 }
 
-/// With a wheel tick under 32 ns the clock's ~584 years of nanoseconds exceed the 59-bit
-/// deadline space: the coarse time saturates at `NEVER - 1`, one tick before `NEVER`, the
-/// deadline of an entry that should never expire. (tick 8 ns: a wheel tick of 1 ns.)
+/// With a wheel tick under 64 ns the clock's ~584 years of nanoseconds exceed the 58-bit
+/// deadline space: the time in wheel ticks saturates at `NEVER - 1`, one tick before
+/// `NEVER`, the deadline of an entry that should never expire. (tick 8 ns: a wheel tick of
+/// 1 ns.)
 #[test]
 fn duration_max_expire_never_expires_even_with_a_nanosecond_tick() {
     let (map, clock) = manual_map::<u64, u64>(Duration::from_nanos(8), Duration::MAX);
@@ -405,10 +405,9 @@ fn duration_max_expire_never_expires_even_with_a_nanosecond_tick() {
 
 #[test]
 fn tick_longer_than_expire_works() {
-    // tick 10 s, expire 1 s: a wheel tick is 1.25 s, expire rounds up to 1 wheel tick; set at
-    // 0, the deadline is tick 0 + 2 + 1 = 3 = 3.75 s. Visible for at least expire, gone within
-    // expire + tick.
-    for (at, visible) in [(ms(0), true), (ms(1000), true), (ms(3749), true), (ms(3750), false)] {
+    // tick 10 s, expire 1 s: a wheel tick is 1.25 s; set at 0, 1 s rounds up to tick 1 =
+    // 1.25 s. Visible for at least expire, gone within expire + tick.
+    for (at, visible) in [(ms(0), true), (ms(1000), true), (ms(1249), true), (ms(1250), false)] {
         let (map, clock) = manual_map::<u64, u64>(Duration::from_secs(10), EXPIRE);
         map.set(1, 1);
         advance_to(&clock, at);
@@ -416,16 +415,15 @@ fn tick_longer_than_expire_works() {
         assert_eq!(map.get(&1).is_some(), visible, "get at {at:?}");
         assert_eq!(map.len(), usize::from(visible), "len at {at:?}");
     }
-    // Touched at 3 s (tick 2): deadline 2 + 2 + 1 = 5 = 6.25 s.
+    // Touched at 1.2 s: 2.2 s rounds up to tick 2 = 2.5 s.
     let (map, clock) = manual_map::<u64, u64>(Duration::from_secs(10), EXPIRE);
     map.set(1, 1);
-    advance_to(&clock, ms(3000));
-    assert_eq!(map.run_janitor().now, 2);
+    advance_to(&clock, ms(1200));
     assert_eq!(map.get(&1), Some(1));
-    advance_to(&clock, ms(6249));
+    advance_to(&clock, ms(2499));
     map.run_janitor();
     assert_eq!(map.len(), 1);
-    advance_to(&clock, ms(6250));
+    advance_to(&clock, ms(2500));
     assert_eq!(map.run_janitor().expired, 1);
     assert!(map.is_empty());
 }
@@ -488,7 +486,7 @@ fn entries_removed_while_the_janitor_holds_them_ahead_are_left_to_their_remover(
         map.set(key, Arc::clone(&value));
     }
     map.run_janitor();
-    advance_to(clock, ms(1020));
+    advance_to(clock, ms(1000));
     ARMED.store(true, Ordering::SeqCst);
     let run = map.run_janitor();
     assert!(!ARMED.load(Ordering::SeqCst), "the janitor unlinked nothing: {run:?}");
@@ -618,9 +616,9 @@ fn catching_up_after_a_one_hour_stall_takes_bounded_runs() {
 
 #[test]
 fn entries_set_during_the_catch_up_are_not_taken_by_it() {
-    // The first catch-up run published the new coarse time: entries set or touched from then
-    // on are dated by it, and the rest of the catch-up, all of it due already, must not take
-    // them; they live their full life from 3600 s (deadline tick 360_000 + 102, 3600 s + 1020 ms).
+    // Entries set during the catch-up are dated by the clock (3600 s), and the rest of the
+    // catch-up, all of it due already, must not take them; they live their full life from
+    // 3600 s (deadline tick 360_000 + 100, 3601 s).
     let (map, clock) = stalled_map();
     let first = map.run_janitor();
     assert!(first.more_due, "{first:?}");
@@ -633,10 +631,10 @@ fn entries_set_during_the_catch_up_are_not_taken_by_it() {
     for key in STALLED..STALLED + 10 {
         assert_eq!(map.get(&key), Some(key), "an entry set during the catch-up was expired by it");
     }
-    advance_to(&clock, Duration::from_secs(3600) + ms(1019));
+    advance_to(&clock, Duration::from_secs(3600) + ms(999));
     run_until_idle(&map);
     assert_eq!(map.len(), 10);
-    advance_to(&clock, Duration::from_secs(3600) + ms(1020));
+    advance_to(&clock, Duration::from_secs(3600) + ms(1000));
     let (_, expired) = run_until_idle(&map);
     assert_eq!(expired, 10);
     assert!(map.is_empty());
@@ -676,113 +674,27 @@ fn entries_set_during_the_catch_up_do_not_prolong_it() {
     );
 }
 
-/// A clock that can hold the janitor thread inside `now()`: a descheduled janitor, made
-/// deterministic. The hot path never reads the clock while the janitor runs, so callers
-/// are not held.
-#[derive(Clone, Default)]
-struct StallableClock(Arc<StallState>);
-
-#[derive(Default)]
-struct StallState {
-    nanos: AtomicU64,
-    stalled: Mutex<bool>,
-    released: Condvar,
-    /// Threads held inside `now()` right now.
-    held: AtomicU64,
-}
-
-impl Clock for StallableClock {
-    fn now(&self) -> Duration {
-        let state = &*self.0;
-        let mut stalled = state.stalled.lock().unwrap();
-        if *stalled {
-            state.held.fetch_add(1, Ordering::SeqCst);
-            while *stalled {
-                stalled = state.released.wait(stalled).unwrap();
-            }
-            state.held.fetch_sub(1, Ordering::SeqCst);
-        }
-        Duration::from_nanos(state.nanos.load(Ordering::SeqCst))
-    }
-}
-
-impl StallableClock {
-    fn advance(&self, by: Duration) {
-        self.0.nanos.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
-    }
-    /// Holds the janitor in its next `now()`; returns once it is held there.
-    fn stall_janitor(&self) {
-        *self.0.stalled.lock().unwrap() = true;
-        wait_for("the janitor to be held in the clock", || self.0.held.load(Ordering::SeqCst) == 1);
-    }
-    fn release(&self) {
-        *self.0.stalled.lock().unwrap() = false;
-        self.0.released.notify_all();
-    }
-}
-
-/// The contract (`Buffer`): "an entry stays visible for at least `expire` after its last
-/// `set` or `get`", in the clock's time. The janitor thread is held for an hour of clock
-/// time; meanwhile a `get` touches entry 1 and a `set` makes entry 2, both dated with the
-/// coarse time the janitor published before it stalled (500 ms), an hour stale: their
-/// deadlines (1520 ms) are an hour in the past when the janitor comes back. The late run
-/// must not expire them: their deadlines are uncertain, and it re-dates them as if touched
-/// at its own time. Entry 3, last touched before the stall began (at 0, deadline 1020 ms),
-/// is certain and expires at once.
+/// Manual mode: the embedder's runs remove entries, but every call reads the clock, so an
+/// entry is invisible from its deadline on, whether or not a run has come since.
 #[test]
-fn entries_touched_while_the_janitor_is_stalled_are_not_expired_by_its_late_run() {
-    let clock = StallableClock::default();
-    let map = Builder::new(TICK, EXPIRE).clock(clock.clone()).build::<u64, u64>().unwrap();
-    map.set(1, 1);
-    map.set(3, 3);
-    wait_for_janitor_runs(&map, 2);
-    walk(&clock, &map, ms(500)); // the coarse time is now 500 ms
-    clock.stall_janitor();
-    clock.advance(Duration::from_secs(3600));
-    assert_eq!(map.get(&1), Some(1), "touched at 3600.5 s by the clock");
-    map.set(2, 2); // set at 3600.5 s by the clock
-    clock.release();
-    wait_for_janitor_runs(&map, 2);
-    let stats = map.janitor_stats();
-    assert_eq!(stats.expired, 1, "only entry 3 is due: {stats:?}");
-    assert_eq!(map.get(&3), None, "an entry untouched since before the stall outlived it");
-    assert_eq!(map.len(), 2, "an entry touched or set an instant before the late run was expired by it");
-    // They live their full life from the late run (deadline +1020 ms), no more.
-    walk(&clock, &map, ms(1000));
-    assert_eq!(map.len(), 2, "re-dated entries expired early: {:?}", map.janitor_stats());
-    walk(&clock, &map, ms(60));
-    assert!(map.is_empty(), "re-dated entries must still expire: {:?}", map.janitor_stats());
-    map.done();
-}
-
-/// Moves the clock on by `by` in steps of two wheel ticks (20 ms), one janitor run each: a
-/// janitor on time, however long the walk.
-fn walk(clock: &StallableClock, map: &ExpiringMap<u64, u64>, by: Duration) {
-    let mut walked = Duration::ZERO;
-    while walked < by {
-        clock.advance(ms(20));
-        walked += ms(20);
-        wait_for_janitor_runs(map, 1);
-    }
-}
-
-/// The same stall in manual mode is no stall: the embedder's runs are the clock ("the coarse
-/// time moves only on `run_janitor`"), so touches are dated by the last run, and entries
-/// whose deadline has passed by the next run expire then, as documented.
-#[test]
-fn in_manual_mode_touches_are_dated_by_the_last_run() {
+fn in_manual_mode_calls_read_the_clock_whatever_the_runs() {
     let (map, clock) = manual_map::<u64, u64>(TICK, EXPIRE);
     map.set(1, 1);
+    map.set(2, 2);
     map.run_janitor();
+    clock.advance(ms(600));
+    assert_eq!(map.get(&2), Some(2), "touched at 600 ms, with no run since 0");
     clock.advance(Duration::from_secs(3600));
-    assert_eq!(map.get(&1), Some(1), "the coarse time is still 0");
+    assert_eq!(map.get(&1), None, "an hour past its deadline, with no run since");
+    assert_eq!(map.fetch_and_delete(&2), None);
+    assert_eq!(map.len(), 2, "not removed until a run");
     let run = map.run_janitor();
-    assert_eq!((run.expired, run.redated), (1, 0), "{run:?}");
-    assert_eq!(map.get(&1), None);
+    assert_eq!(run.expired, 2, "{run:?}");
+    assert!(map.is_empty());
 }
 
 #[test]
-fn after_done_the_hot_path_reads_the_manual_clock_itself() {
+fn after_done_calls_still_judge_entries_by_the_clock() {
     let (map, clock) = manual_map::<u64, u64>(TICK, EXPIRE);
     map.set(1, 1);
     map.set(2, 2);
@@ -802,20 +714,20 @@ fn after_done_the_hot_path_reads_the_manual_clock_itself() {
     map.set(5, 5);
     assert_eq!(map.len(), 3);
 
-    // No janitor run: the deadlines (all tick 102 = 1020 ms) are judged by the clock.
-    advance_to(&clock, ms(1019));
-    assert_eq!(map.get(&4), Some(4)); // read at 1019 ms (tick 101): deadline now 203 = 2030 ms
-    advance_to(&clock, ms(1020));
-    assert_eq!(map.get(&1), None, "after done, get must read the clock");
-    assert_eq!(map.fetch_and_delete(&5), None, "after done, fetch_and_delete must read the clock");
-    assert_eq!(map.get(&4), Some(4), "the get at 1019 ms extended the entry");
+    // No janitor run: the deadlines (all tick 100 = 1000 ms) are judged by the clock.
+    advance_to(&clock, ms(999));
+    assert_eq!(map.get(&4), Some(4)); // read at 999 ms: deadline now tick 200 = 2000 ms
+    advance_to(&clock, ms(1000));
+    assert_eq!(map.get(&1), None, "after done, get must judge by the clock");
+    assert_eq!(map.fetch_and_delete(&5), None, "after done, fetch_and_delete must judge by the clock");
+    assert_eq!(map.get(&4), Some(4), "the get at 999 ms extended the entry");
     assert_eq!(map.len(), 3, "no sweep after done: expired entries are still counted");
 
     // New entries are dated by the clock too.
-    map.set(6, 6); // at 1020 ms = tick 102: deadline 204 = 2040 ms
-    advance_to(&clock, ms(2039));
+    map.set(6, 6); // at 1000 ms: deadline 2000 ms
+    advance_to(&clock, ms(1999));
     assert_eq!(map.fetch_and_delete(&6), Some(6));
-    advance_to(&clock, ms(2040));
+    advance_to(&clock, ms(2000));
     assert_eq!(map.get(&4), None);
     assert!(map.run_janitor().skipped);
     assert_eq!(map.janitor_stats().runs, runs, "a skipped run is not counted");
@@ -828,8 +740,9 @@ fn download_buffer_after_done_misses_by_the_clock() {
     buffer.set(id, Bytes::from_static(b"payload"));
     buffer.done();
     assert!(buffer.run_janitor().skipped);
-    advance_to(&clock, ms(1019));
+    advance_to(&clock, ms(999));
     assert_eq!(buffer.len(), 1);
+    assert!(buffer.get(&id).is_some());
     advance_to(&clock, ms(1020 + 1000));
     assert_eq!(buffer.get(&id), None);
     assert_eq!(buffer.fetch_and_delete(&id), Err(Error::NotFound { id }));
@@ -868,10 +781,10 @@ fn builder_with_capacity_and_default_budget_expires_the_same() {
     for key in 0..5_000 {
         map.set(key, key);
     }
-    advance_to(&clock, ms(1019));
+    advance_to(&clock, ms(999));
     map.run_janitor();
     assert_eq!(map.len(), 5_000);
-    advance_to(&clock, ms(1020));
+    advance_to(&clock, ms(1000));
     let run = map.run_janitor();
     assert_eq!((run.expired, run.more_due), (5_000, false), "{run:?}");
     assert!(map.is_empty());

@@ -67,7 +67,11 @@ fn late_steps_in_any_pattern_strand_nothing_and_expire_nothing_touched() {
                     }
                 }
                 for hot in 0..HOT {
-                    assert_eq!(map.get(&hot), Some(hot), "every {every}, late {late}, step {step}: a touched entry expired");
+                    assert_eq!(
+                        map.get(&hot),
+                        Some(hot),
+                        "every {every}, late {late}, step {step}: a touched entry expired"
+                    );
                 }
                 after_a_run(&map);
                 let held = untouched.iter().filter(|&&deadline| deadline > now).count();

@@ -53,4 +53,11 @@ fn len_never_exceeds_the_keys_in_use_under_churn() {
         worst
     });
     assert!(worst <= KEYS as usize, "len() reported {worst} with only {KEYS} keys in use");
+    // At rest, len is exact again: the keys `get` finds, and none once they are deleted.
+    let present = (0..KEYS).filter(|key| map.get(key).is_some()).count();
+    assert_eq!(map.len(), present, "len at rest");
+    for key in 0..KEYS {
+        map.delete(&key);
+    }
+    assert_eq!(map.len(), 0, "len after deleting every key");
 }

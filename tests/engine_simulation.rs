@@ -341,7 +341,9 @@ impl Sim {
             ));
         }
         if len < must_hold {
-            self.fail(format!("PREMATURE: a janitor cycle ending at {ended} left len {len} < {must_hold} live entries"));
+            self.fail(format!(
+                "PREMATURE: a janitor cycle ending at {ended} left len {len} < {must_hold} live entries"
+            ));
         }
     }
 

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{drain_epoch, isolated, ms, wait_for_janitor_runs, XorShift};
+use common::{drain_epoch, isolated, ms, wait_for, wait_for_janitor_runs, XorShift};
 use download_buffer::{Builder, ExpiringMap, ManualClock};
 
 /// A growable set of bits, allocated a chunk at a time as serials reach it.
@@ -329,8 +329,6 @@ fn soak(duration: Duration, threads: u64) {
         stop_clock.store(true, Ordering::SeqCst);
         let clock_moved = driver.join().expect("clock driver");
         wait_for_janitor_runs(&map, 5);
-        map.done();
-        let stats = map.janitor_stats();
         let held = map.len();
         let mut found = 0;
         for key in 0..KEYS {
@@ -339,10 +337,24 @@ fn soak(duration: Duration, threads: u64) {
                 counts.bad_values += u64::from(!value.check(key, "get at rest"));
             }
         }
+        // The end state of expiry: past expire + tick, the janitor has swept everything.
+        clock.advance(ms(20));
+        wait_for("every entry to expire", || map.is_empty());
+        wait_for("the expiries to be counted", || map.janitor_stats().expired >= held as u64);
+        // Entries held when the janitor stops stay held (no sweep) but are never returned
+        // past their deadline (checked below), and the drop frees them.
+        let mut rng = XorShift::new(u64::MAX);
+        for key in 0..KEYS {
+            map.set(key, ledger.value(key, &mut rng));
+        }
+        counts.sets += KEYS;
+        map.done();
+        let stats = map.janitor_stats();
         let held_again = map.len();
         // After done, `get` still honours deadlines, with no janitor to sweep.
         clock.advance(ms(20));
         let found_after_deadline = (0..KEYS).filter(|key| map.get(key).is_some()).count();
+        assert_eq!(map.len(), KEYS as usize, "swept after done");
 
         let map = Arc::try_unwrap(map).unwrap_or_else(|_| panic!("the workers let go of the map"));
         drop(map);
@@ -381,7 +393,7 @@ fn soak(duration: Duration, threads: u64) {
         assert_eq!(never, 0, "of {instances} instances, {never} were never dropped (e.g. {first:?})");
         assert_eq!(live_after_drain, 0);
         assert_eq!(counts.sets, originals);
-        assert_eq!(held, held_again, "len moved at rest");
+        assert_eq!(held_again, KEYS as usize, "the entries set before done");
         assert_eq!(held, found, "at rest, len() is {held} but get finds {found} keys");
         assert_eq!(found_after_deadline, 0, "entries returned past their deadline after done");
         assert!(stats.expired > 0, "the janitor thread expired nothing (expire = 5 ms)");

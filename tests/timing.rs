@@ -224,7 +224,8 @@ fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, 
     let busy = thread_no % 2 == 0;
     let mut serial = 0;
     loop {
-        let (slot, at) = keys.iter().enumerate().map(|(slot, key)| (slot, key.next_at)).min_by_key(|&(_, at)| at).unwrap();
+        let (slot, at) =
+            keys.iter().enumerate().map(|(slot, key)| (slot, key.next_at)).min_by_key(|&(_, at)| at).unwrap();
         let next = at.min(shared_at);
         if next >= end {
             break;
@@ -283,7 +284,9 @@ fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, 
                 Some(Ok(tag))
             }
             5..=15 => Some(buffer.get(&id(key)).ok_or(())).map(|got| got.map(|data| decode(&data).1)),
-            16..=18 => Some(buffer.fetch_and_delete(&id(key)).map_err(|_| ())).map(|got| got.map(|data| decode(&data).1)),
+            16..=18 => {
+                Some(buffer.fetch_and_delete(&id(key)).map_err(|_| ())).map(|got| got.map(|data| decode(&data).1))
+            }
             _ => {
                 buffer.delete(&id(key));
                 None

@@ -872,8 +872,11 @@ pub fn mixed_stress_values_always_match_their_key<B: Buffer + 'static>(
         });
         let (ops, hits) = totals;
         assert!(ops > 0 && hits > 0, "stress did nothing useful: {ops} ops, {hits} hits");
-        buffer.done();
+        // The end state: left alone past expire + tick, every entry is swept.
         assert!(buffer.len() <= KEYS);
+        assert!(poll_until(|| buffer.is_empty()), "{} entries left after the stress, well past expire", buffer.len());
+        buffer.done();
+        assert!(keys.iter().all(|key| buffer.get(key).is_none()));
     });
 }
 
