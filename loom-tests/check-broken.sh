@@ -19,6 +19,10 @@ declare -A CATCHER=(
     [premature_free@janitor_remove]=janitor_remove
     [stop_without_lock]=done_race
     [len_no_undo]=len_counters
+    [replace_forgets_touches]=set_touch
+    [touch_ignores_replaced]=set_touch
+    [finish_overwrites_touch]=set_touch
+    [finish_forgets_successor]=set_set_touch
 )
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && mapfile -t variants < <(printf "%s\n" "${!CATCHER[@]}" | sort)

@@ -119,9 +119,10 @@ pub(crate) struct TimeScale {
 /// Wheel ticks per user tick.
 pub(crate) const TICKS_PER_USER_TICK: u32 = 8;
 
-/// A deadline that never comes. Deadlines live in the low 58 bits of an entry's `life`
-/// word (`crate::life`); at the finest wheel tick (1 ns) that is over nine years.
-pub(crate) const NEVER: u64 = (1 << 58) - 1;
+/// A deadline that never comes. Deadlines live in the low 57 bits of an entry's `life`
+/// word (`crate::life`): over four years at the finest wheel tick (1 ns, a `tick` of 8 ns),
+/// 570 years at a `tick` of 1 µs.
+pub(crate) const NEVER: u64 = (1 << 57) - 1;
 
 impl TimeScale {
     pub(crate) fn new(tick: Duration, expire: Duration) -> TimeScale {

@@ -16,10 +16,10 @@ use crate::clock::{Clock, SystemClock, TimeScale, TimeSource};
 use crate::error::require_nonzero;
 use crate::intake::Intake;
 use crate::janitor::{Janitor, JanitorRun, JanitorStats, Parts};
-use crate::life::Life;
+use crate::life::{Life, Touch};
 use crate::reclaim::release_janitor_hold;
 use crate::sync::{epoch, Arc, AtomicBool, Ordering};
-use crate::table::{new_entry, Entry, Table};
+use crate::table::{new_entry, Table};
 use crate::ticker::{Next, Ticker};
 use crate::wheel::levels_for;
 use crate::Error;
@@ -313,36 +313,45 @@ where
         Parts { table: &self.table, fresh: &self.fresh, clock: &self.clock, scale: &self.scale }
     }
 
-    /// Links a pending entry, then dates it (docs/design.md, "The set"): the clock is read
-    /// only once the entry is in the table, so the deadline counts from no earlier than the
-    /// start of any touch of an entry it replaced, however long this thread was held up.
+    /// Dates a new entry by the clock and links it; a replaced entry's deadline is handed
+    /// down to it (docs/design.md, "Replacing"), so that a touch of the old entry, however it
+    /// raced this set, is never lost.
     fn set(&self, key: K, value: V) {
+        // The clock first: a custom clock that panics leaves nothing half done.
+        let deadline = self.scale.deadline_after_touch(self.now());
         let guard = epoch::pin();
         let hash = self.table.hash(&key);
         // Once the janitor is gone, nobody takes entries from the intake: they count as
         // taken already, so their unlinker retires them (see `Table::unlink`).
         let janitor_gone = self.table.janitor_gone();
-        let entry = new_entry(key, value, hash, Life::pending(janitor_gone));
-        // Broken on purpose under `loom_broken = "dates_before_link"`: the time is read
-        // before the entry is linked, so a delayed set dates it older than a touch of the
-        // entry it replaces.
-        let early = cfg!(loom_broken = "dates_before_link").then(|| self.now());
+        let entry = new_entry(key, value, hash, Life::new(deadline, janitor_gone));
         // SAFETY: a fresh `Box::into_raw` entry, unpublished, keyed with `self.table`'s hash.
         let _replaced = unsafe { self.table.insert(entry, &guard) };
-        let mut dating = Dating { entry, deadline: 0, fresh: (!janitor_gone).then_some(&self.fresh) };
-        dating.deadline = self.scale.deadline_after_touch(early.unwrap_or_else(|| self.now()));
-        drop(dating); // dates the entry and hands it to the janitor
+        if !janitor_gone {
+            // SAFETY: alive: an entry is freed only after its janitor side lets go, which for
+            // an untaken entry happens only when the janitor takes it from this intake
+            // (docs/design.md, "Reclamation"); and it is on no intake yet.
+            unsafe { self.fresh.push(entry) };
+        }
     }
 
     fn get(&self, key: &K) -> Option<V> {
         let guard = epoch::pin();
-        let entry = self.table.find(key, self.table.hash(key), &guard)?;
-        // The time is read after the entry was found: a key that is absent costs no clock.
-        if !entry.life.touch(self.now(), &self.scale) {
-            return None;
+        let hash = self.table.hash(key);
+        let mut now = None;
+        loop {
+            let entry = self.table.find(key, hash, &guard)?;
+            // The time is read once an entry is found: an absent key costs no clock.
+            let now = *now.get_or_insert_with(|| self.now());
+            match entry.life.touch(now, &self.scale) {
+                // SAFETY: pinned by `guard`, and `entry` was found through the table.
+                Touch::Live => return Some(unsafe { entry.value() }.clone()),
+                Touch::Dead => return None,
+                // A set replaced it before the touch took effect: the touch belongs to the
+                // replacement (rare; the set's own CAS made the find see the old entry).
+                Touch::Replaced => continue,
+            }
         }
-        // SAFETY: pinned by `guard`, and `entry` was found through the table.
-        Some(unsafe { entry.value() }.clone())
     }
 
     fn delete(&self, key: &K) -> bool {
@@ -391,31 +400,6 @@ where
 
     fn run_janitor(&self) -> JanitorRun {
         self.janitor.run(&self.parts())
-    }
-}
-
-/// The end of a `set`: dates the linked entry and hands it to the janitor, also when reading
-/// the clock panicked (a custom clock): the entry is then dated 0, dead at once, and the
-/// janitor removes it; it never stays pending, which would make it live for good.
-struct Dating<'a, K, V> {
-    entry: *mut Entry<K, V>,
-    deadline: u64,
-    /// The intake to hand the entry to; `None` once the janitor is gone.
-    fresh: Option<&'a Intake<K, V>>,
-}
-
-impl<K, V> Drop for Dating<'_, K, V> {
-    fn drop(&mut self) {
-        // SAFETY: alive: an entry is freed only after its janitor side lets go, which for an
-        // entry not yet on the intake happens only after the janitor takes it from there,
-        // or (no janitor) after its unlinker's epoch side, which waits for the `set`'s pin.
-        let entry = unsafe { &*self.entry };
-        entry.life.date(self.deadline);
-        if let Some(fresh) = self.fresh {
-            // Pushed only now that it is dated: the janitor never sees a pending entry.
-            // SAFETY: alive (as above), and on no intake yet.
-            unsafe { fresh.push(self.entry) };
-        }
     }
 }
 

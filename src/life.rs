@@ -2,32 +2,40 @@
 //! transition the engine makes on it.
 //!
 //! ```text
-//!            set links it            set dates it (after the link)
-//!  new ──▶ PENDING (live) ──────────────────────────────────────▶ dated: live while now < deadline
-//!                │  touch: deadline = max(deadline, touch's)            │  touch: same
-//!                │                                                      │  claim (janitor, deadline ≤ now)
-//!                │                                                      ▼
-//!                │                                                   EXPIRED (dead; touches fail)
-//!  independently of the above:
-//!    take     (janitor, from the intake of new entries)  sets TAKEN
-//!    unlink   (whoever unlinks it from the table)        sets UNLINKED
-//!    release  value side: VALUE_DROPPED; janitor side: JANITOR_DONE; the second one frees it
+//!  fresh insert ─────────────────────────────────────────▶ dated: live while now < deadline
+//!  replacing insert ─▶ PENDING (live) ── finish(carried) ──▶   │  touch: deadline = max(deadline, touch's)
+//!                        │ touch: max, stays PENDING            │  claim (janitor, deadline ≤ now)
+//!                        │                                      ▼
+//!                        │                                   EXPIRED (dead; touches fail)
+//!  on any of them:  replace   (the set that replaced it)          sets REPLACED: touches move on
+//!                   take      (janitor, intake of new entries)    sets TAKEN
+//!                   unlink    (whoever unlinks it from the table) sets UNLINKED
+//!                   release   value side: VALUE_DROPPED; janitor side: JANITOR_DONE;
+//!                             the second one frees the entry
 //! ```
 //!
-//! A deadline only ever grows: [`Life::touch`] and [`Life::date`] take the maximum, so a
-//! touch that read the clock long before it took effect never shortens a later touch's
-//! life. `PENDING` covers the moment between a `set` linking its entry and reading the
-//! clock: the set dates the entry only once it is linked, so its deadline counts from a
-//! time no earlier than the start of any touch of the entry it replaced (see
-//! `docs/design.md`, "The set"). See `docs/design.md`, sections 4 to 6, for the proofs.
+//! **Deadlines only grow, and a replacement hands its predecessor's deadline down.** A
+//! touch and [`Life::finish`] take the maximum, so a touch that read the clock long before
+//! it took effect never shortens a later touch's life. A `set` that replaces an entry marks
+//! it [`REPLACED`] with one read-modify-write ([`Life::replace`]), which also reads its
+//! deadline: every touch that reached the old entry before that is in the deadline the new
+//! entry inherits, and every touch after it fails (its CAS expected a word without
+//! `REPLACED`) and goes to the new entry instead. Until the new entry has inherited, it is
+//! `PENDING`: live whatever its own deadline. If the old entry was itself pending (two
+//! replacing sets in a row), its own finisher hands the deadline down when it has it: the
+//! `REPLACED` it finds set on finishing says so (see `Table::hand_down`). See
+//! `docs/design.md`, sections 4 and 5, for the proofs.
 
 use crate::clock::{TimeScale, NEVER};
 use crate::sync::{AtomicU64, Ordering};
 
-/// Bits holding the deadline (58): the first wheel tick at which the entry is dead.
+/// Bits holding the deadline (57): the first wheel tick at which the entry is dead.
 const DEADLINE: u64 = NEVER;
-/// A `set` has linked the entry but not dated it yet: live whatever its deadline.
-const PENDING: u64 = 1 << 58;
+/// The entry replaced another and has not inherited its deadline yet: live whatever its
+/// own deadline.
+const PENDING: u64 = 1 << 57;
+/// A `set` replaced the entry: touches go to its successor (the entry its `next` points at).
+const REPLACED: u64 = 1 << 58;
 /// The janitor has taken the entry from the intake of new entries.
 const TAKEN: u64 = 1 << 59;
 /// The entry has been physically unlinked from the table.
@@ -39,21 +47,22 @@ const VALUE_DROPPED: u64 = 1 << 62;
 /// The janitor holds the entry no more (off its intakes and its wheel).
 const JANITOR_DONE: u64 = 1 << 63;
 
-// The flags sit above the deadline bits.
-const _: () = assert!(NEVER < PENDING, "deadlines must fit below the flags");
-
 /// One reading of a [`Life`].
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct State(u64);
 
 impl State {
-    /// The first wheel tick at which the entry is dead (meaningless while pending).
+    /// The first wheel tick at which the entry is dead (a lower bound while pending).
     pub(crate) fn deadline(self) -> u64 {
         self.0 & DEADLINE
     }
 
     pub(crate) fn is_pending(self) -> bool {
         self.0 & PENDING != 0
+    }
+
+    pub(crate) fn is_replaced(self) -> bool {
+        self.0 & REPLACED != 0
     }
 
     pub(crate) fn is_taken(self) -> bool {
@@ -69,7 +78,7 @@ impl State {
     }
 
     /// Whether the entry is visible at `now` (nanoseconds): not claimed by the janitor, and
-    /// either being set or before its deadline.
+    /// either inheriting a deadline or before its own.
     #[inline]
     pub(crate) fn is_live(self, now: u64, scale: &TimeScale) -> bool {
         // Under `--cfg loom_broken="touch_ignores_claim"` the janitor's claim is ignored, on
@@ -87,6 +96,7 @@ impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let flags = [
             (PENDING, "PENDING"),
+            (REPLACED, "REPLACED"),
             (TAKEN, "TAKEN"),
             (UNLINKED, "UNLINKED"),
             (EXPIRED, "EXPIRED"),
@@ -103,12 +113,23 @@ impl std::fmt::Debug for State {
     }
 }
 
+/// What a hit found ([`Life::touch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Touch {
+    /// Live, and its deadline now covers the touch.
+    Live,
+    /// Dead: past its deadline, or claimed by the janitor.
+    Dead,
+    /// Replaced by a `set` before the touch took effect: look the key up again.
+    Replaced,
+}
+
 /// What the janitor found when it looked at a handed-out entry ([`Life::claim`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Claim {
     /// Due, and now claimed: every touch fails from here on; the janitor removes it.
     Expired,
-    /// Touched since it was filed: file it again at this deadline (lazy re-filing).
+    /// Not due at the janitor's time: file it again at this deadline (lazy re-filing).
     Refile(u64),
     /// Removed by someone else (or claimed already): leave it to its unlinker.
     Gone,
@@ -118,16 +139,17 @@ pub(crate) enum Claim {
 pub(crate) struct Life(AtomicU64);
 
 impl Life {
-    /// A new entry's word: pending until its `set` dates it. `taken` when no janitor will
-    /// ever take it from an intake (it has stopped), so that its unlinker retires it.
-    pub(crate) fn pending(taken: bool) -> Life {
-        Life(AtomicU64::new(PENDING | if taken { TAKEN } else { 0 }))
+    /// A new entry's word: dated `deadline`. `taken` when no janitor will ever take it from
+    /// an intake (it has stopped), so that its unlinker retires it.
+    pub(crate) fn new(deadline: u64, taken: bool) -> Life {
+        Life(AtomicU64::new(deadline | if taken { TAKEN } else { 0 }))
     }
 
-    /// A word with `deadline` and no flags: for tests of the table alone.
-    #[cfg(test)]
-    pub(crate) fn dated(deadline: u64, taken: bool) -> Life {
-        Life(AtomicU64::new(deadline | if taken { TAKEN } else { 0 }))
+    /// Before the CAS that publishes an unpublished entry: pending if the CAS replaces an
+    /// entry, not if it inserts. (Relaxed: the publishing CAS releases it.)
+    pub(crate) fn prepare(&self, replacing: bool) {
+        let state = self.0.load(Ordering::Relaxed);
+        self.0.store(if replacing { state | PENDING } else { state & !PENDING }, Ordering::Relaxed);
     }
 
     pub(crate) fn load(&self) -> State {
@@ -140,16 +162,32 @@ impl Life {
         State(self.0.load(Ordering::SeqCst))
     }
 
-    /// The `set` that made the entry dates it, once it is linked: clears `PENDING` and
-    /// keeps the later of `deadline` and any touch made meanwhile.
-    pub(crate) fn date(&self, deadline: u64) {
+    /// The `set` that replaced this entry (its marking CAS done) says so: touches fail from
+    /// here on and go to the successor. Returns the deadline the successor inherits, or
+    /// `None` while this entry is pending itself: its finisher hands it down then.
+    pub(crate) fn replace(&self) -> Option<u64> {
+        if cfg!(loom_broken = "replace_forgets_touches") {
+            // Broken on purpose: the successor inherits nothing.
+            return Some(0);
+        }
+        let before = State(self.0.fetch_or(REPLACED, Ordering::AcqRel));
+        (!before.is_pending()).then(|| before.deadline())
+    }
+
+    /// A pending entry inherits `deadline`: it is dated the later of that and any touch
+    /// made meanwhile. Returns the deadline to hand down further if the entry was replaced
+    /// while pending (its successor waits for it).
+    pub(crate) fn finish(&self, deadline: u64) -> Option<u64> {
         let mut state = self.load();
         loop {
-            debug_assert!(state.is_pending(), "dated twice: {state:?}");
-            let kept = if cfg!(loom_broken = "date_overwrites_touch") { 0 } else { state.deadline() };
+            debug_assert!(state.is_pending(), "finished twice: {state:?}");
+            let kept = if cfg!(loom_broken = "finish_overwrites_touch") { 0 } else { state.deadline() };
             let dated = State(state.0 & !PENDING).with_deadline(deadline.max(kept));
             match self.0.compare_exchange_weak(state.0, dated.0, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return,
+                Ok(_) => {
+                    let relay = state.is_replaced() && !cfg!(loom_broken = "finish_forgets_successor");
+                    return relay.then(|| dated.deadline());
+                }
                 Err(seen) => state = State(seen),
             }
         }
@@ -157,21 +195,24 @@ impl Life {
 
     /// A hit at `now`: whether the entry is live, extending its deadline to
     /// `deadline_after_touch(now)` if that is later (one CAS; nothing is written when the
-    /// deadline would not move). Fails once the janitor has claimed it: a claimed entry is
-    /// never revived.
+    /// deadline would not move). Fails once the janitor has claimed it (a claimed entry is
+    /// never revived), and once a `set` has replaced it (the touch belongs to the successor).
     #[inline]
-    pub(crate) fn touch(&self, now: u64, scale: &TimeScale) -> bool {
+    pub(crate) fn touch(&self, now: u64, scale: &TimeScale) -> Touch {
         let mut state = self.load();
         loop {
+            if state.is_replaced() && !cfg!(loom_broken = "touch_ignores_replaced") {
+                return Touch::Replaced;
+            }
             if !state.is_live(now, scale) {
-                return false;
+                return Touch::Dead;
             }
             if !scale.touch_moves(state.deadline(), now) {
-                return true; // the deadline would not move: write nothing
+                return Touch::Live; // the deadline would not move: write nothing
             }
             let touched = state.with_deadline(scale.deadline_after_touch(now));
             match self.0.compare_exchange_weak(state.0, touched.0, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return true,
+                Ok(_) => return Touch::Live,
                 Err(seen) => state = State(seen),
             }
         }
@@ -179,16 +220,19 @@ impl Life {
 
     /// The janitor's decision on an entry the wheel handed out at wheel tick `now`: claim it
     /// if it is due (one SeqCst CAS, which a racing touch or remover makes fail, and then
-    /// the janitor looks again), re-file it if a touch moved its deadline past `now`, leave
-    /// it if it was removed. `removed` says whether the table has marked it (a remover
-    /// whose unlink has not happened yet).
+    /// the janitor looks again), re-file it if a touch moved its deadline past `now` (or,
+    /// while it inherits, at the next tick), leave it if it was removed. `removed` says
+    /// whether the table has marked it (a remover whose unlink has not happened yet).
     pub(crate) fn claim(&self, now: u64, removed: impl Fn() -> bool) -> Claim {
         let mut state = self.load();
         loop {
             if state.is_unlinked() || state.is_expired() || removed() {
                 return Claim::Gone;
             }
-            debug_assert!(!state.is_pending(), "the janitor met a pending entry: {state:?}");
+            if state.is_pending() {
+                // Its replacing set is still handing a deadline down: look again next tick.
+                return Claim::Refile(state.deadline().max(now + 1));
+            }
             if state.deadline() > now {
                 return Claim::Refile(state.deadline());
             }
@@ -242,54 +286,86 @@ mod tests {
         TimeScale::new(Duration::from_millis(80), Duration::from_secs(1))
     }
 
+    /// A replacing entry as `Table::insert` leaves it: published, pending.
+    fn pending(deadline: u64) -> Life {
+        let life = Life::new(deadline, false);
+        life.prepare(true);
+        life
+    }
+
     #[test]
-    fn a_pending_entry_is_live_and_its_dating_keeps_the_later_touch() {
+    fn a_pending_entry_is_live_and_inherits_the_later_deadline() {
         let scale = scale();
-        let life = Life::pending(false);
+        let life = pending(scale.deadline_after_touch(100 * MS)); // its set read 100 ms
         assert!(life.load().is_live(u64::MAX - 1, &scale), "pending: live whatever the time");
-        // A get touches it at 500 ms while its set is still between link and dating.
-        assert!(life.touch(500 * MS, &scale));
+        // A get touches it at 500 ms while its set is still handing the old deadline down.
+        assert_eq!(life.touch(500 * MS, &scale), Touch::Live);
         assert!(life.load().is_pending());
         assert_eq!(life.load().deadline(), 150);
-        // The set read the clock at 100 ms: the touch's later deadline stays.
-        life.date(scale.deadline_after_touch(100 * MS));
+        // The replaced entry's deadline (120) is earlier: the touch's stays.
+        assert_eq!(life.finish(120), None);
         let state = life.load();
         assert!(!state.is_pending());
-        assert_eq!(state.deadline(), 150, "dating moved a deadline backwards: {state:?}");
+        assert_eq!(state.deadline(), 150, "finishing moved a deadline backwards: {state:?}");
         assert!(state.is_live(1499 * MS, &scale));
         assert!(!state.is_live(1500 * MS, &scale));
     }
 
     #[test]
+    fn a_replaced_entry_hands_its_deadline_down_and_turns_touches_away() {
+        let scale = scale();
+        let old = Life::new(scale.deadline_after_touch(0), false);
+        assert_eq!(old.touch(700 * MS, &scale), Touch::Live);
+        assert_eq!(old.replace(), Some(170), "the successor inherits the touch at 700 ms");
+        assert_eq!(old.touch(800 * MS, &scale), Touch::Replaced, "later touches go to the successor");
+        assert_eq!(old.load().deadline(), 170);
+    }
+
+    #[test]
+    fn an_entry_replaced_while_pending_relays_when_it_finishes() {
+        let middle = pending(100);
+        assert_eq!(middle.replace(), None, "pending: nothing to inherit yet");
+        assert_eq!(middle.finish(130), Some(130), "its successor waits for this deadline");
+        let last = pending(110);
+        assert_eq!(last.finish(130), None);
+        assert_eq!(last.load().deadline(), 130);
+    }
+
+    #[test]
     fn touches_never_move_a_deadline_backwards() {
         let scale = scale();
-        let life = Life::pending(false);
-        life.date(scale.deadline_after_touch(900 * MS));
+        let life = Life::new(scale.deadline_after_touch(900 * MS), false);
         assert_eq!(life.load().deadline(), 190);
-        assert!(life.touch(300 * MS, &scale), "a late-arriving touch dated 300 ms");
+        assert_eq!(life.touch(300 * MS, &scale), Touch::Live, "a late-arriving touch dated 300 ms");
         assert_eq!(life.load().deadline(), 190);
-        assert!(life.touch(905 * MS, &scale));
+        assert_eq!(life.touch(905 * MS, &scale), Touch::Live);
         assert_eq!(life.load().deadline(), 191, "905 ms + 1 s rounds up to the tick at 1910 ms");
     }
 
     #[test]
     fn a_claim_wins_over_later_touches_and_loses_to_earlier_ones() {
         let scale = scale();
-        let life = Life::pending(true);
-        life.date(scale.deadline_after_touch(0));
+        let life = Life::new(scale.deadline_after_touch(0), true);
         assert_eq!(life.claim(99, || false), Claim::Refile(100), "not due before its deadline");
-        assert!(life.touch(50 * MS, &scale), "touched at 50 ms");
+        assert_eq!(life.touch(50 * MS, &scale), Touch::Live, "touched at 50 ms");
         assert_eq!(life.claim(100, || false), Claim::Refile(105), "the touch came first");
         assert_eq!(life.claim(105, || false), Claim::Expired);
-        assert!(!life.touch(60 * MS, &scale), "a claimed entry is never revived");
+        assert_eq!(life.touch(60 * MS, &scale), Touch::Dead, "a claimed entry is never revived");
         assert!(!life.load().is_live(0, &scale));
         assert_eq!(life.claim(105, || false), Claim::Gone, "claimed once");
     }
 
     #[test]
+    fn the_janitor_never_claims_a_pending_entry() {
+        let life = pending(10);
+        assert_eq!(life.claim(50, || false), Claim::Refile(51), "looked at again next tick");
+        assert_eq!(life.finish(10), None);
+        assert_eq!(life.claim(50, || false), Claim::Expired);
+    }
+
+    #[test]
     fn removed_entries_are_left_to_their_unlinker() {
-        let life = Life::pending(false);
-        life.date(10);
+        let life = Life::new(10, false);
         assert_eq!(life.claim(10, || true), Claim::Gone, "marked by a remover");
         assert!(!life.unlink().is_unlinked());
         assert_eq!(life.claim(10, || false), Claim::Gone, "unlinked");
@@ -298,10 +374,10 @@ mod tests {
 
     #[test]
     fn the_second_side_to_let_go_frees() {
-        let life = Life::pending(false);
+        let life = Life::new(0, false);
         assert!(!life.release_value());
         assert!(life.release_janitor());
-        let life = Life::pending(false);
+        let life = Life::new(0, false);
         assert!(!life.release_janitor());
         assert!(life.release_value());
     }
@@ -309,10 +385,9 @@ mod tests {
     #[test]
     fn never_expiring_entries_stay_live() {
         let scale = TimeScale::new(Duration::from_millis(80), Duration::MAX);
-        let life = Life::pending(false);
-        life.date(scale.deadline_after_touch(0));
+        let life = Life::new(scale.deadline_after_touch(0), false);
         assert_eq!(life.load().deadline(), NEVER);
-        assert!(life.touch(u64::MAX, &scale));
+        assert_eq!(life.touch(u64::MAX, &scale), Touch::Live);
         assert_eq!(life.load().deadline(), NEVER);
     }
 }

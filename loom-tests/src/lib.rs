@@ -14,7 +14,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::BuildHasherDefault;
 use std::time::Duration;
 
-use download_buffer::{Builder, ExpiringMap, ManualClock};
+use download_buffer::{Builder, Clock, ExpiringMap, ManualClock};
 
 /// A fixed hasher: loom replays executions, so hashing must not change between them
 /// (ahash's default seeds are random per map).
@@ -25,23 +25,49 @@ pub type Map<V> = ExpiringMap<u64, V, FixedHasher>;
 
 /// What every model starts from: manual mode (the janitor driven by hand) on `clock`, a tiny
 /// table (2 buckets, so a few inserts force growth), a fixed hasher, tick 100 ms, expire 1 s.
-fn builder(clock: &ManualClock) -> Builder<FixedHasher> {
+fn builder(clock: impl Clock) -> Builder<FixedHasher> {
     Builder::new(Duration::from_millis(100), Duration::from_secs(1))
-        .clock(clock.clone())
+        .clock(clock)
         .manual()
         .initial_capacity(2)
         .hasher(FixedHasher::default())
 }
 
+/// A clock loom sees: its time is a loom atomic, so a model explores every order of a
+/// thread's clock read against another thread's `advance` (a `ManualClock` is a std
+/// atomic, whose reads loom does not schedule).
+#[derive(Clone, Default)]
+pub struct LoomClock(Arc<AtomicU64>);
+
+impl Clock for LoomClock {
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.0.load(Ordering::SeqCst))
+    }
+}
+
+impl LoomClock {
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_nanos() as u64, Ordering::SeqCst);
+    }
+}
+
+/// A small manual-mode map (see [`builder`]) on a [`LoomClock`], for models that race a
+/// clock read against the clock moving.
+pub fn raced_map<V: Clone + Send + Sync + 'static>() -> (Map<V>, LoomClock) {
+    let clock = LoomClock::default();
+    let map = builder(clock.clone()).build().expect("valid durations");
+    (map, clock)
+}
+
 /// A small manual-mode map (see [`builder`]) and its clock.
 pub fn small_map<V: Clone + Send + Sync + 'static>() -> (Map<V>, ManualClock) {
     let clock = ManualClock::new();
-    let map = builder(&clock).build().expect("valid durations");
+    let map = builder(clock.clone()).build().expect("valid durations");
     (map, clock)
 }
 
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use loom::sync::Arc;
 
 /// Counts how many [`Tracked`] values were made (originals and clones) and dropped.
@@ -117,7 +143,14 @@ impl std::fmt::Debug for Tracked {
 /// flushes its epoch bag), so that reclamation really runs inside small models.
 pub fn tracked_map() -> (Map<Tracked>, ManualClock, Arc<Counts>) {
     let clock = ManualClock::new();
-    let map = builder(&clock).build_with_eager_release(|_| true).expect("valid durations");
+    let map = builder(clock.clone()).build_with_eager_release(|_| true).expect("valid durations");
+    (map, clock, Arc::new(Counts::default()))
+}
+
+/// [`tracked_map`] on a [`LoomClock`].
+pub fn raced_tracked_map() -> (Map<Tracked>, LoomClock, Arc<Counts>) {
+    let clock = LoomClock::default();
+    let map = builder(clock.clone()).build_with_eager_release(|_| true).expect("valid durations");
     (map, clock, Arc::new(Counts::default()))
 }
 
@@ -143,6 +176,6 @@ pub fn collect_garbage(counts: &Counts) {
 }
 
 /// Wheel ticks are an eighth of the 100 ms tick; expire 1 s is 80 of them, so an entry set
-/// at time 0 has deadline 0 + 2 + 80 = 82 wheel ticks.
+/// at time 0 has deadline 80 wheel ticks (1 s): dead once the clock reads 1 s.
 pub const WHEEL_TICK: Duration = Duration::from_micros(12_500);
-pub const DEADLINE_TICKS: u32 = 82;
+pub const DEADLINE_TICKS: u32 = 80;

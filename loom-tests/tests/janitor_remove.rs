@@ -4,19 +4,23 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use loom_tests::{collect_garbage, tracked_map, Tracked, DEADLINE_TICKS, WHEEL_TICK};
+use loom_tests::{collect_garbage, raced_tracked_map, Tracked, DEADLINE_TICKS, WHEEL_TICK};
 
 #[test]
 fn expiry_and_removal_take_the_entry_once() {
     loom::model(|| {
-        let (map, clock, counts) = tracked_map();
+        let (map, clock, counts) = raced_tracked_map();
         map.set(1, Tracked::new(7, &counts));
         map.run_janitor(); // file it in the wheel
-        clock.advance(WHEEL_TICK * DEADLINE_TICKS);
+        clock.advance(WHEEL_TICK * (DEADLINE_TICKS - 1));
         let map = Arc::new(map);
         let janitor = {
-            let map = Arc::clone(&map);
-            thread::spawn(move || map.run_janitor().expired)
+            let (map, clock) = (Arc::clone(&map), clock.clone());
+            thread::spawn(move || {
+                clock.advance(WHEEL_TICK); // the deadline: due for the janitor; a fetch that
+                                           // read the time before sees it live
+                map.run_janitor().expired
+            })
         };
         let fetched = map.fetch_and_delete(&1).map(|value| value.value());
         let expired = janitor.join().unwrap();

@@ -160,9 +160,13 @@ where
                     continue; // removed meanwhile: search again
                 }
                 new.link.next.store(succ, Ordering::Relaxed);
+                new.life.prepare(true);
                 // The linearization point of a replacing set: the old node is removed and
                 // the new one reachable through it, in one step.
                 if old.link.next.compare_exchange(succ, marked(new_link), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    // Before anything that runs user code (the unlink asks `eager_release`):
+                    // the new entry must never stay pending.
+                    self.hand_down(old, new);
                     if !self.unlink(at.pred, at.curr, new_link, guard) {
                         // The list changed around it: a search unlinks it (readers never do,
                         // and the old value must not stay reachable).
@@ -172,6 +176,7 @@ where
                 }
             } else {
                 new.link.next.store(at.curr, Ordering::Relaxed);
+                new.life.prepare(false);
                 // Linearization point of an inserting set. Release publishes the entry.
                 if at.pred.next.compare_exchange(at.curr, new_link, PUBLISH, Ordering::Acquire).is_ok() {
                     let shard = self.len.count_in();
@@ -179,6 +184,26 @@ where
                     return None;
                 }
             }
+        }
+    }
+
+    /// After `new` replaced `old` (its marking CAS done): `old`'s deadline, with every touch
+    /// that reached it, goes to `new`, which stops pending. If `old` is pending itself, its
+    /// own finisher does this when it has its deadline; and if `new` was replaced while
+    /// pending, the deadline goes on down the chain (each replaced entry's `next` points at
+    /// its replacement). See `crate::life` and docs/design.md, "Replacing".
+    fn hand_down(&self, old: &Entry<K, V>, new: &Entry<K, V>) {
+        let Some(mut deadline) = old.life.replace() else { return };
+        let mut entry = new;
+        while let Some(inherited) = entry.life.finish(deadline) {
+            // Replaced while pending: its successor waits for this deadline. `finish` saw the
+            // successor's `replace`, which came after its marking CAS: `next` is the successor.
+            let next = unmarked(entry.link.next.load(Ordering::Acquire));
+            debug_assert!(is_marked(entry.link.next.load(Ordering::Acquire)), "replaced but not marked");
+            // SAFETY: a replacement, so an entry; the caller is pinned, and the successor was
+            // linked after the pin began or is still linked, so it is not freed meanwhile.
+            entry = unsafe { Entry::<K, V>::from_link(NonNull::new_unchecked(next)) };
+            deadline = inherited;
         }
     }
 
