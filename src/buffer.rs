@@ -13,10 +13,14 @@ use crate::{BufferId, Bytes, Error};
 ///   count bump, never a copy of the bytes) and resets the entry's life.
 /// - [`delete`](Buffer::delete) removes; [`fetch_and_delete`](Buffer::fetch_and_delete)
 ///   removes and returns atomically: of racing callers exactly one wins.
-/// - An entry stays visible for at least `expire` after its last `set` or `get`, and is
-///   gone no later than `expire + tick` after it while the janitor runs. Neither `get`
-///   nor `fetch_and_delete` ever returns an entry past that bound, even when the janitor
-///   has not swept it yet.
+/// - **Never early:** an entry stays visible for at least `expire` after the start of its
+///   last completed `set` or hit (`get` that found it), exactly, however the calls were
+///   delayed or raced: a touch never moves a deadline back.
+/// - **Never late:** `get`, `delete` and `fetch_and_delete` never find an entry more than
+///   `expire + tick` after the end of its last touch, whatever the janitor is doing, and
+///   after `done` too.
+/// - **Always removed:** while the janitor runs, an entry is removed within `expire + tick`
+///   of its last touch, plus however late the janitor was over that span.
 /// - The janitor never removes an entry that was set or touched concurrently with it.
 /// - [`done`](Buffer::done) stops and joins the janitor; it is idempotent and safe from
 ///   any thread; afterwards the buffer still serves every call, without expiry.

@@ -102,9 +102,10 @@ pub(crate) fn nanos(duration: Duration) -> u64 {
 /// The wheel's unit of time and the conversions to it.
 ///
 /// Deadlines are kept in wheel ticks (an eighth of the user's `tick`), rounded up, so that
-/// an entry touched at `t` lives until at least `t + expire` and at most one wheel tick
+/// an entry touched at `t` lives until at least `t + expire` and less than one wheel tick
 /// longer; the janitor, which runs about every wheel tick, then removes it within
-/// `expire + tick/4` of its last touch (see `docs/design.md`, "Time").
+/// `expire + tick/4` of its last touch plus its runs' time and its lateness (see
+/// `docs/design.md`, "Time").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimeScale {
     /// Length of one wheel tick in nanoseconds (at least 1).

@@ -43,8 +43,8 @@ const MAX_INTAKE_WAIT: Duration = Duration::from_millis(100);
 /// wait for the janitor, and `get` never allocates (beyond what `V::clone` does).
 ///
 /// Every call reads the map's clock: an entry is visible for at least `expire` after the
-/// start of its last `set` or hit, and never for more than `expire + tick/8` after it,
-/// whatever the janitor is doing (see [`Buffer`](crate::Buffer) for the whole contract).
+/// start of its last `set` or hit, and never more than `expire + tick/8` after the end of
+/// it, whatever the janitor is doing (see [`Buffer`](crate::Buffer) for the whole contract).
 ///
 /// The janitor thread runs every wheel tick (an eighth of `tick`), and at least every
 /// 100 ms whatever the tick, every 10 ms while removals are busy, and back to back while a

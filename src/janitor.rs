@@ -1,8 +1,8 @@
 //! The janitor: the only owner of the timing wheel and the only thread that frees entries.
 //!
 //! Each run (on the janitor thread every wheel tick, an eighth of `tick`, but at least every
-//! 100 ms and every 10 ms while its intakes are busy or due entries are left past the
-//! budget; or whenever an embedder in manual mode calls it):
+//! 100 ms, every 10 ms while its intakes are busy, and at once while due entries are left
+//! past the budget or the time limit; or whenever an embedder in manual mode calls it):
 //!
 //! 1. reads the clock (the hot path reads it too: no caller depends on the janitor's time);
 //! 2. takes new entries from the intake and files them in the wheel (or frees them at
@@ -228,7 +228,7 @@ where
         let stop_at = started.saturating_add(run_time_limit(scale));
         let mut report = JanitorRun { now, ..JanitorRun::default() };
         let guard = epoch::pin();
-        take_fresh(wheel, fresh, now, table, &guard, &mut report);
+        take_fresh(wheel, fresh, &mut report);
         take_unlinked(wheel, table, &mut report);
         let mut ahead = Lookahead::new();
         let mut stop_popping = false;
@@ -328,10 +328,8 @@ where
         self.wheel.with_mut(|wheel| {
             // SAFETY: holding `running` gives exclusive access to the wheel.
             let wheel = unsafe { &mut *wheel };
-            let guard = epoch::pin();
             let mut report = JanitorRun::default();
-            let now = wheel.elapsed();
-            take_fresh(wheel, parts.fresh, now, parts.table, &guard, &mut report);
+            take_fresh(wheel, parts.fresh, &mut report);
             take_unlinked(wheel, parts.table, &mut report);
         });
         // From here on, removers retire entries themselves.
@@ -401,14 +399,7 @@ impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
 }
 
 /// Step 2: file new entries, or free those already unlinked.
-fn take_fresh<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
-    wheel: &mut Wheel<Entry<K, V>>,
-    fresh: &Intake<K, V>,
-    now: u64,
-    table: &Table<K, V, S>,
-    guard: &Guard,
-    report: &mut JanitorRun,
-) {
+fn take_fresh<K, V>(wheel: &mut Wheel<Entry<K, V>>, fresh: &Intake<K, V>, report: &mut JanitorRun) {
     fresh.take_all(|entry| {
         // SAFETY: entries on the intake are alive: the janitor side has not let go of them.
         let before = unsafe { (*entry).life.take() };
@@ -420,14 +411,16 @@ fn take_fresh<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
             return;
         }
         let timer = NonNull::new(entry).expect("intake entries are non-null");
-        // SAFETY: alive as above, and on no wheel list yet. Its `set` dated it before
-        // pushing it, so the deadline is its own (touches may only have moved it later).
-        match unsafe { wheel.insert(timer, before.deadline()) } {
-            Ok(()) => report.filed += 1,
-            // Due already: decide now.
-            // SAFETY: as above.
-            Err(timer) => unsafe { expire_or_refile(wheel, timer, now, table, guard, report) },
-        }
+        // Filed at its deadline (if it is still inheriting one, that is a lower bound: the
+        // claim looks again). One already due is filed at the next tick, to be handed out
+        // by this run's loop (or the next run's, within the same tick): deciding it here
+        // would run user code (the unlink's `eager_release`) outside the loop's panic guard,
+        // and a panic would drop the rest of the intake.
+        let deadline = before.deadline().max(wheel.elapsed().saturating_add(1));
+        // SAFETY: alive as above, and on no wheel list yet.
+        let filed = unsafe { wheel.insert(timer, deadline) };
+        debug_assert!(filed.is_ok(), "filed after elapsed");
+        report.filed += 1;
     });
 }
 

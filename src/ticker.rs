@@ -90,7 +90,8 @@ impl Drop for Ticker {
 }
 
 /// The janitor thread's loop: `on_tick` every `tick` until the returned sender is dropped,
-/// and [`HURRY`] after a call that returned [`Next::Soon`] if that comes first.
+/// [`HURRY`] after a call that returned [`Next::Soon`] if that comes first, and at once
+/// after one that returned [`Next::Now`].
 #[cfg(not(crossbeam_loom))]
 fn janitor_loop<F>(tick: Duration, mut on_tick: F) -> (Sender<()>, impl FnOnce() + Send + 'static)
 where

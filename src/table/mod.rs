@@ -33,7 +33,8 @@ use crate::reclaim::{destroy_linked, release_janitor_hold, release_value_later};
 use crate::sync::epoch::Guard;
 use crate::sync::{prefetch, AtomicBool, Ordering};
 
-/// The ordering that publishes a new entry (Release). Broken on purpose only under
+/// The ordering that publishes a new entry (AcqRel: Release for the readers, Acquire for
+/// the node it links after). Broken on purpose only under
 /// `--cfg loom_broken="relaxed_publish"`, to show that the loom models catch it.
 const PUBLISH: Ordering = if cfg!(loom_broken = "relaxed_publish") { Ordering::Relaxed } else { Ordering::AcqRel };
 
@@ -163,9 +164,9 @@ where
                 new.life.prepare(true);
                 // The linearization point of a replacing set: the old node is removed and
                 // the new one reachable through it, in one step.
-                if old.link.next.compare_exchange(succ, marked(new_link), Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                    // Before anything that runs user code (the unlink asks `eager_release`):
-                    // the new entry must never stay pending.
+                if old.link.next.compare_exchange(succ, marked(new_link), PUBLISH, Ordering::Acquire).is_ok() {
+                    // Before anything that runs user code (the unlink asks `eager_release`), so
+                    // that no panic there leaves the new entry pending.
                     self.hand_down(old, new);
                     if !self.unlink(at.pred, at.curr, new_link, guard) {
                         // The list changed around it: a search unlinks it (readers never do,
