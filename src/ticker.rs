@@ -186,4 +186,19 @@ mod tests {
         // 450 ms later (a loaded machine only makes the gap longer; `Soon` would make it 10 ms).
         assert!(at[6] - at[5] > TICK / 4, "{:?}", at[6] - at[5]);
     }
+
+    #[test]
+    fn a_call_that_left_work_gets_the_next_at_once_and_stop_still_ends_it() {
+        // Tick 200 ms; every call asks for the next at once (`Now`). A hundred calls after the
+        // first tick take well under one tick (on ticks alone: 20 s); then stop ends the loop.
+        const TICK: Duration = Duration::from_millis(200);
+        let (calls, called) = mpsc::channel();
+        let ticker = Ticker::spawn("ticker-test-now", TICK, move || {
+            let _ = calls.send(Instant::now());
+            Next::Now
+        });
+        let at: Vec<Instant> = called.iter().take(100).collect();
+        assert!(at[99] - at[0] < TICK, "99 calls asked for at once took {:?}", at[99] - at[0]);
+        ticker.stop(); // returns: the loop checks for shutdown between calls
+    }
 }
