@@ -1,14 +1,16 @@
 //! Time for the engine: where "now" comes from, and how durations become wheel ticks.
 //!
-//! Every call that dates or judges an entry reads the [`Clock`] itself (`set`, a `get` that
-//! finds its key, the removals; the janitor once per run and now and then during a long
-//! one), so no entry's life depends on when the janitor last ran. Tests and embedders
+//! Every call that dates or judges an entry reads the [`Clock`] itself (`set`, `get`, the
+//! removals; the janitor once per run and now and then during a long one), so no entry's
+//! life depends on when the janitor last ran. Tests and embedders
 //! inject a [`ManualClock`] to make expiry deterministic.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(crossbeam_loom)]
+use std::time::Instant;
 
 /// A monotonic source of time for a buffer's expiry.
 pub trait Clock: Send + Sync + 'static {
@@ -16,16 +18,52 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Duration;
 }
 
-/// The default clock: a monotonic [`Instant`] (never the wall clock, which may step back).
-#[derive(Debug, Clone, Copy)]
+/// The default clock: the CPU's time-stamp counter (through the `quanta` crate), scaled to
+/// nanoseconds, never the wall clock.
+///
+/// Every call that dates or judges an entry reads it, so it must be cheap and must not
+/// stall the CPU: a `std::time::Instant` read (`clock_gettime` through the vDSO) fences
+/// the loads before it, so that back-to-back lookups in a large table lose their
+/// overlapping cache misses (measured: a 1 M-entry `get` went from ~0.33 to ~0.55 µs). The
+/// counter is read without a fence (~10 ns). quanta calibrates it against the monotonic
+/// clock once per process and uses that clock itself where the counter is not invariant.
+///
+/// Its time is the map's time: the contract's bounds hold exactly in it. It runs at the
+/// calibrated rate, which may differ from `Instant`'s by some parts per million (18 ppm
+/// measured here: 1 ms in a minute); measure a map against [`Clock::now`] of the clock it
+/// runs on (for instance a clone of the one given to the builder), or give it a clock of
+/// your own.
+#[derive(Debug, Clone)]
 pub struct SystemClock {
+    #[cfg(not(crossbeam_loom))]
+    counter: quanta::Clock,
+    #[cfg(not(crossbeam_loom))]
+    origin: u64,
+    /// Under loom (where quanta's dependencies switch to loom's atomics) a plain `Instant`.
+    #[cfg(crossbeam_loom)]
     origin: Instant,
 }
 
 impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> SystemClock {
+        #[cfg(not(crossbeam_loom))]
+        {
+            let counter = quanta::Clock::new();
+            let origin = counter.raw();
+            SystemClock { counter, origin }
+        }
+        #[cfg(crossbeam_loom)]
         SystemClock { origin: Instant::now() }
+    }
+
+    /// Nanoseconds since the origin, saturating at about 584 years.
+    #[inline]
+    pub(crate) fn nanos(&self) -> u64 {
+        #[cfg(not(crossbeam_loom))]
+        return self.counter.delta_as_nanos(self.origin, self.counter.raw());
+        #[cfg(crossbeam_loom)]
+        nanos(self.origin.elapsed())
     }
 }
 
@@ -37,7 +75,7 @@ impl Default for SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> Duration {
-        self.origin.elapsed()
+        Duration::from_nanos(self.nanos())
     }
 }
 
@@ -83,14 +121,21 @@ pub(crate) enum TimeSource {
 }
 
 impl TimeSource {
+    /// The clock a builder was given, as a time source: a [`SystemClock`] keeps the fast path.
+    pub(crate) fn of(clock: impl Clock) -> TimeSource {
+        match (&clock as &dyn std::any::Any).downcast_ref::<SystemClock>() {
+            Some(system) => TimeSource::System(system.clone()),
+            None => TimeSource::Custom(Box::new(clock)),
+        }
+    }
+
     /// Nanoseconds since the clock's origin, saturating at about 584 years.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
-        let now = match self {
-            TimeSource::System(clock) => clock.now(),
-            TimeSource::Custom(clock) => clock.now(),
-        };
-        nanos(now)
+        match self {
+            TimeSource::System(clock) => clock.nanos(),
+            TimeSource::Custom(clock) => nanos(clock.now()),
+        }
     }
 }
 

@@ -94,7 +94,7 @@ struct Core<K, V, S> {
 pub struct Builder<S = ahash::RandomState> {
     tick: Duration,
     expire: Duration,
-    clock: Option<Box<dyn Clock>>,
+    clock: Option<TimeSource>,
     manual: bool,
     capacity: usize,
     budget: usize,
@@ -117,9 +117,10 @@ impl Builder {
 }
 
 impl<S> Builder<S> {
-    /// Reads time from `clock` instead of the monotonic system clock.
+    /// Reads time from `clock` instead of a new [`SystemClock`](crate::SystemClock) (a
+    /// `SystemClock` given here keeps the fast path: no virtual call per read).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Some(Box::new(clock));
+        self.clock = Some(TimeSource::of(clock));
         self
     }
 
@@ -186,10 +187,7 @@ impl<S> Builder<S> {
         require_nonzero("tick", self.tick)?;
         require_nonzero("expire", self.expire)?;
         let scale = TimeScale::new(self.tick, self.expire);
-        let clock = match self.clock {
-            Some(clock) => TimeSource::Custom(clock),
-            None => TimeSource::System(SystemClock::new()),
-        };
+        let clock = self.clock.unwrap_or_else(|| TimeSource::System(SystemClock::new()));
         let now = scale.ticks(clock.now());
         let buckets = self.capacity / 2;
         let core = Arc::new(Core {
@@ -336,13 +334,13 @@ where
     }
 
     fn get(&self, key: &K) -> Option<V> {
+        // The time first: read before the lookup, the counter's latency overlaps the
+        // lookup's cache misses (read after it, a get over 1 M entries took ~40 ns more).
+        let now = self.now();
         let guard = epoch::pin();
         let hash = self.table.hash(key);
-        let mut now = None;
         loop {
             let entry = self.table.find(key, hash, &guard)?;
-            // The time is read once an entry is found: an absent key costs no clock.
-            let now = *now.get_or_insert_with(|| self.now());
             match entry.life.touch(now, &self.scale) {
                 // SAFETY: pinned by `guard`, and `entry` was found through the table.
                 Touch::Live => return Some(unsafe { entry.value() }.clone()),
@@ -355,12 +353,11 @@ where
     }
 
     fn delete(&self, key: &K) -> bool {
+        let now = self.now();
         let guard = epoch::pin();
         let hash = self.table.hash(key);
-        let mut now = None;
         loop {
             let Some(entry) = self.table.find(key, hash, &guard) else { return false };
-            let now = *now.get_or_insert_with(|| self.now());
             let live = entry.life.load().is_live(now, &self.scale);
             if self.table.remove(entry, &guard) {
                 // An expired entry is removed all the same (it is garbage), but it was not
@@ -372,12 +369,11 @@ where
     }
 
     fn fetch_and_delete(&self, key: &K) -> Option<V> {
+        let now = self.now();
         let guard = epoch::pin();
         let hash = self.table.hash(key);
-        let mut now = None;
         loop {
             let entry = self.table.find(key, hash, &guard)?;
-            let now = *now.get_or_insert_with(|| self.now());
             if !entry.life.load().is_live(now, &self.scale) {
                 return None; // expired: the janitor removes it
             }

@@ -6,6 +6,9 @@
 //! - a **hit** is *late* if it began more than `expire + tick` after the end of the key's
 //!   last touch (any that began before the hit ended: it may be the one the hit saw).
 //!
+//! Each design's calls are stamped with the clock it runs on (the engine's `SystemClock`, the
+//! reference design's `Instant`), so that the checker and the buffer share one timeline.
+//!
 //! Each thread works on private keys (checked as it goes: one thread, one order) and on
 //! shared keys (every call logged, checked after the run), with idle gaps drawn around
 //! `expire` so that calls land on both sides of every bound. 2 to 16 threads on this
@@ -22,38 +25,53 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::XorShift;
-use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle, Clock, DownloadBuffer, RwLockBuffer};
+use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle, Clock, DownloadBuffer, RwLockBuffer, SystemClock};
 
 const MS: Duration = Duration::from_millis(1);
 
-/// How a buffer is made for a run: tick, expire, and the run's time origin (a custom clock
-/// must count from it, so that its time and the checker's timestamps are one timeline).
-type Make = fn(Duration, Duration, Instant) -> Arc<dyn Buffer>;
+/// Reads a design's own clock, in nanoseconds since an origin: the checker stamps every call
+/// with the clock the buffer runs on, so that both see one timeline.
+type Stamp = Arc<dyn Fn() -> u64 + Send + Sync>;
 
-fn lockfree(tick: Duration, expire: Duration, _origin: Instant) -> Arc<dyn Buffer> {
-    Arc::new(DownloadBuffer::new(tick, expire).expect("valid durations"))
+/// How a buffer is made for a run (tick, expire), with the clock to stamp its calls with.
+type Make = fn(Duration, Duration) -> (Arc<dyn Buffer>, Stamp);
+
+/// Stamps from `clock`.
+fn stamps(clock: impl Clock) -> Stamp {
+    Arc::new(move || clock.now().as_nanos() as u64)
 }
 
-fn rwlock(tick: Duration, expire: Duration, _origin: Instant) -> Arc<dyn Buffer> {
-    Arc::new(RwLockBuffer::new(tick, expire).expect("valid durations"))
+fn lockfree(tick: Duration, expire: Duration) -> (Arc<dyn Buffer>, Stamp) {
+    let clock = SystemClock::new();
+    let buffer = DownloadBuffer::builder(tick, expire).clock(clock.clone()).build_download_buffer();
+    (Arc::new(buffer.expect("valid durations")), stamps(clock))
+}
+
+/// The reference design reads `Instant::now()`.
+fn rwlock(tick: Duration, expire: Duration) -> (Arc<dyn Buffer>, Stamp) {
+    let origin = Instant::now();
+    let buffer = RwLockBuffer::new(tick, expire).expect("valid durations");
+    (Arc::new(buffer), Arc::new(move || origin.elapsed().as_nanos() as u64))
 }
 
 /// The engine on a clock that now and then makes its reader sleep right after reading it:
 /// a caller or the janitor descheduled between reading the time and acting on it.
-fn lockfree_on_a_sleepy_clock(tick: Duration, expire: Duration, origin: Instant) -> Arc<dyn Buffer> {
-    let clock = SleepyClock { origin, seed: AtomicU64::new(0x5EED), max_sleep: expire / 2 };
-    Arc::new(DownloadBuffer::builder(tick, expire).clock(clock).build_download_buffer().expect("valid durations"))
+fn lockfree_on_a_sleepy_clock(tick: Duration, expire: Duration) -> (Arc<dyn Buffer>, Stamp) {
+    let inner = SystemClock::new();
+    let clock = SleepyClock { inner: inner.clone(), seed: AtomicU64::new(0x5EED), max_sleep: expire / 2 };
+    let buffer = DownloadBuffer::builder(tick, expire).clock(clock).build_download_buffer();
+    (Arc::new(buffer.expect("valid durations")), stamps(inner))
 }
 
 struct SleepyClock {
-    origin: Instant,
+    inner: SystemClock,
     seed: AtomicU64,
     max_sleep: Duration,
 }
 
 impl Clock for SleepyClock {
     fn now(&self) -> Duration {
-        let now = self.origin.elapsed();
+        let now = self.inner.now();
         let draw = XorShift::new(self.seed.fetch_add(1, Ordering::Relaxed)).next_u64();
         if draw % 256 == 0 {
             thread::sleep(self.max_sleep.mul_f64((draw >> 8) as f64 / (1u64 << 56) as f64));
@@ -122,11 +140,6 @@ impl Tally {
             self.note(example);
         }
     }
-}
-
-/// A timestamp: nanoseconds since the run's origin.
-fn stamp(origin: Instant) -> u64 {
-    origin.elapsed().as_nanos() as u64
 }
 
 fn nanos(duration: Duration) -> u64 {
@@ -200,7 +213,7 @@ fn filler(buffer: &dyn Buffer, rng: &mut XorShift, thread_no: u64, serial: &mut 
     }
 }
 
-fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, end: u64) -> (Tally, Vec<Logged>) {
+fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, stamp: &Stamp, end: u64) -> (Tally, Vec<Logged>) {
     let tick = nanos(config.tick);
     let expire = nanos(config.expire);
     let mut rng = XorShift::new(thread_no * 7919 + 17);
@@ -213,13 +226,13 @@ fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, 
             present: None,
             touch_start: 0,
             touch_end: 0,
-            next_at: stamp(origin) + rng.below(expire + 1),
+            next_at: stamp() + rng.below(expire + 1),
         })
         .collect();
     // Shared keys: per-key gaps of about `expire` need per-thread gaps scaled by threads/keys.
     let shared_gap = |rng: &mut XorShift| gap(rng, tick, expire) * config.threads as u64 / SHARED_KEYS;
-    let mut shared_at = stamp(origin) + rng.below(expire + 1);
-    let done_at = if config.done_halfway && thread_no == 0 { Some((stamp(origin) + end) / 2) } else { None };
+    let mut shared_at = stamp() + rng.below(expire + 1);
+    let done_at = if config.done_halfway && thread_no == 0 { Some((stamp() + end) / 2) } else { None };
     let mut done_called = false;
     let busy = thread_no % 2 == 0;
     let mut serial = 0;
@@ -230,7 +243,7 @@ fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, 
         if next >= end {
             break;
         }
-        let now = stamp(origin);
+        let now = stamp();
         if next > now {
             if busy {
                 filler(buffer, &mut rng, thread_no, &mut serial);
@@ -239,7 +252,7 @@ fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, 
             thread::sleep(Duration::from_nanos(next - now));
         }
         if let Some(done_at) = done_at {
-            if !done_called && stamp(origin) >= done_at {
+            if !done_called && stamp() >= done_at {
                 buffer.done();
                 done_called = true;
             }
@@ -251,13 +264,13 @@ fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, 
                 tally.calls += 1;
                 if rng.below(10) < 3 {
                     tag += 1;
-                    let start = stamp(origin);
+                    let start = stamp();
                     buffer.set(id(key), value(key, tag));
-                    log.push(Logged { key, start, end: stamp(origin), tag: Some(tag), set: true });
+                    log.push(Logged { key, start, end: stamp(), tag: Some(tag), set: true });
                 } else {
-                    let start = stamp(origin);
+                    let start = stamp();
                     let got = buffer.get(&id(key));
-                    let end = stamp(origin);
+                    let end = stamp();
                     let tag = got.map(|data| {
                         let (seen, tag) = decode(&data);
                         if seen != key {
@@ -269,14 +282,14 @@ fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, 
                     log.push(Logged { key, start, end, tag, set: false });
                 }
             }
-            shared_at = stamp(origin) + shared_gap(&mut rng);
+            shared_at = stamp() + shared_gap(&mut rng);
             continue;
         }
         let private = &mut keys[slot];
         tally.calls += 1;
         let key = private.key;
         let op = if private.present.is_none() { 0 } else { rng.below(20) };
-        let start = stamp(origin);
+        let start = stamp();
         let outcome = match op {
             0..=4 => {
                 tag += 1;
@@ -292,7 +305,7 @@ fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, 
                 None
             }
         };
-        let end = stamp(origin);
+        let end = stamp();
         match (op, outcome) {
             (0..=4, Some(Ok(stored))) => {
                 private.present = Some(stored);
@@ -348,7 +361,7 @@ fn worker(buffer: &dyn Buffer, config: Config, thread_no: u64, origin: Instant, 
             }
             _ => private.present = None, // delete
         }
-        private.next_at = stamp(origin) + gap(&mut rng, tick, expire);
+        private.next_at = stamp() + gap(&mut rng, tick, expire);
     }
     (tally, log)
 }
@@ -435,8 +448,7 @@ fn check_shared(log: Vec<Logged>, config: Config, tally: &mut Tally) {
 
 /// Runs one configuration and returns its tally.
 fn run(make: Make, config: Config) -> Tally {
-    let origin = Instant::now();
-    let buffer = make(config.tick, config.expire, origin);
+    let (buffer, stamp) = make(config.tick, config.expire);
     let stop = Arc::new(AtomicBool::new(false));
     let burner = config.burner.then(|| {
         let stop = Arc::clone(&stop);
@@ -448,16 +460,16 @@ fn run(make: Make, config: Config) -> Tally {
         })
     });
     let barrier = Arc::new(Barrier::new(config.threads));
-    let end = stamp(origin) + nanos(config.duration());
+    let end = stamp() + nanos(config.duration());
     let logs = Mutex::new(Vec::new());
     let mut tally = Tally::new();
     thread::scope(|scope| {
         let workers: Vec<_> = (0..config.threads as u64)
             .map(|t| {
-                let (buffer, barrier, logs) = (&buffer, &barrier, &logs);
+                let (buffer, barrier, logs, stamp) = (&buffer, &barrier, &logs, &stamp);
                 scope.spawn(move || {
                     barrier.wait();
-                    let (tally, log) = worker(&**buffer, config, t, origin, end);
+                    let (tally, log) = worker(&**buffer, config, t, stamp, end);
                     logs.lock().unwrap().extend(log);
                     tally
                 })

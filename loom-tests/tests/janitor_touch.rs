@@ -13,7 +13,7 @@ fn touch_and_expiry_agree() {
         let (map, clock) = raced_map::<u64>();
         map.set(1, 11);
         map.run_janitor(); // file it in the wheel
-        // One wheel tick before the deadline: a get that reads this time moves the deadline.
+                           // One wheel tick before the deadline: a get that reads this time moves the deadline.
         clock.advance(WHEEL_TICK * (DEADLINE_TICKS - 1));
         let map = Arc::new(map);
         let janitor = {
