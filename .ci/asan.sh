@@ -34,4 +34,8 @@ cargo test -p download-buffer --target "$target" \
     --test engine_leaks \
     --test engine_soak \
     --test engine_extreme \
+    --test engine_janitor_thread \
+    --test engine_simulation \
+    --test engine_drain \
+    --test timing \
     "$@"
