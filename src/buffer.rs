@@ -20,8 +20,9 @@ use crate::{BufferId, Bytes, Error};
 ///   `expire + tick` after the end of its last touch, whatever the janitor is doing, and
 ///   after `done` too.
 /// - **Always removed:** while the janitor runs, an entry is removed within `expire + tick`
-///   of its last touch, plus however late the janitor was over that span.
-/// - The janitor never removes an entry that was set or touched concurrently with it.
+///   of the end of its last touch, plus however late the janitor was over that span.
+/// - The janitor never removes an entry that a touch extended before the janitor claimed
+///   it: the two are settled on the entry, and a claim is made only past the deadline.
 /// - [`done`](Buffer::done) stops and joins the janitor; it is idempotent and safe from
 ///   any thread; afterwards the buffer still serves every call, without expiry.
 ///   Dropping the buffer does what `done` does and frees every entry.

@@ -9,8 +9,6 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-#[cfg(crossbeam_loom)]
-use std::time::Instant;
 
 /// A monotonic source of time for a buffer's expiry.
 pub trait Clock: Send + Sync + 'static {
@@ -19,51 +17,75 @@ pub trait Clock: Send + Sync + 'static {
 }
 
 /// The default clock: the CPU's time-stamp counter (through the `quanta` crate), scaled to
-/// nanoseconds, never the wall clock.
+/// nanoseconds, where the system vouches for it; the monotonic clock (`Instant`) elsewhere.
+/// Never the wall clock.
 ///
 /// Every call that dates or judges an entry reads it, so it must be cheap and must not
-/// stall the CPU: a `std::time::Instant` read (`clock_gettime` through the vDSO) fences
-/// the loads before it, so that back-to-back lookups in a large table lose their
-/// overlapping cache misses (measured: a 1 M-entry `get` went from ~0.33 to ~0.55 µs). The
-/// counter is read without a fence (~10 ns). quanta calibrates it against the monotonic
-/// clock once per process and uses that clock itself where the counter is not invariant.
+/// stall the CPU: an `Instant` read (`clock_gettime` through the vDSO) fences the loads
+/// before it, so that back-to-back lookups in a large table lose their overlapping cache
+/// misses (a 1 M-entry `get` paid ~0.2 µs for it in the Criterion benchmarks). The counter is read
+/// without a fence (~10 ns). quanta calibrates it against the monotonic clock once per
+/// process (a busy loop of up to a few milliseconds in the first `SystemClock::new`).
 ///
-/// Its time is the map's time: the contract's bounds hold exactly in it. It runs at the
-/// calibrated rate, which may differ from `Instant`'s by some parts per million (18 ppm
+/// The counter is used only where every core's counter agrees: on Linux, when the kernel's
+/// clocksource is `tsc` (the kernel checks the counters' synchronization at boot and
+/// switches away from them when they disagree; quanta does not check); elsewhere quanta's
+/// own choice (the counter where the CPU calls it invariant). Otherwise `Instant`.
+///
+/// Its time is the map's time: the contract's bounds hold exactly in it. The counter runs at
+/// the calibrated rate, which may differ from `Instant`'s by some parts per million (18 ppm
 /// measured here: 1 ms in a minute); measure a map against [`Clock::now`] of the clock it
-/// runs on (for instance a clone of the one given to the builder), or give it a clock of
-/// your own.
+/// runs on (a clone of the one given to the builder), or give it a clock of your own.
 #[derive(Debug, Clone)]
 pub struct SystemClock {
+    source: SystemSource,
+}
+
+#[derive(Debug, Clone)]
+enum SystemSource {
+    /// The counter, and its reading at the origin.
     #[cfg(not(crossbeam_loom))]
-    counter: quanta::Clock,
-    #[cfg(not(crossbeam_loom))]
-    origin: u64,
-    /// Under loom (where quanta's dependencies switch to loom's atomics) a plain `Instant`.
-    #[cfg(crossbeam_loom)]
-    origin: Instant,
+    Counter(quanta::Clock, u64),
+    /// The monotonic clock (and, under loom, where quanta's dependencies switch to loom's
+    /// atomics, always).
+    Monotonic(std::time::Instant),
+}
+
+/// Whether the counter may be used: on Linux, whether the kernel's clocksource is the
+/// counter (read once per process).
+#[cfg(not(crossbeam_loom))]
+fn counter_is_trusted() -> bool {
+    static TRUSTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TRUSTED.get_or_init(|| {
+        if cfg!(target_os = "linux") {
+            let path = "/sys/devices/system/clocksource/clocksource0/current_clocksource";
+            std::fs::read_to_string(path).is_ok_and(|source| source.trim() == "tsc")
+        } else {
+            true
+        }
+    })
 }
 
 impl SystemClock {
     /// A clock whose origin is now.
     pub fn new() -> SystemClock {
         #[cfg(not(crossbeam_loom))]
-        {
+        if counter_is_trusted() {
             let counter = quanta::Clock::new();
             let origin = counter.raw();
-            SystemClock { counter, origin }
+            return SystemClock { source: SystemSource::Counter(counter, origin) };
         }
-        #[cfg(crossbeam_loom)]
-        SystemClock { origin: Instant::now() }
+        SystemClock { source: SystemSource::Monotonic(std::time::Instant::now()) }
     }
 
     /// Nanoseconds since the origin, saturating at about 584 years.
     #[inline]
     pub(crate) fn nanos(&self) -> u64 {
-        #[cfg(not(crossbeam_loom))]
-        return self.counter.delta_as_nanos(self.origin, self.counter.raw());
-        #[cfg(crossbeam_loom)]
-        nanos(self.origin.elapsed())
+        match &self.source {
+            #[cfg(not(crossbeam_loom))]
+            SystemSource::Counter(counter, origin) => counter.delta_as_nanos(*origin, counter.raw()),
+            SystemSource::Monotonic(origin) => nanos(origin.elapsed()),
+        }
     }
 }
 

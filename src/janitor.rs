@@ -412,10 +412,11 @@ fn take_fresh<K, V>(wheel: &mut Wheel<Entry<K, V>>, fresh: &Intake<K, V>, report
         }
         let timer = NonNull::new(entry).expect("intake entries are non-null");
         // Filed at its deadline (if it is still inheriting one, that is a lower bound: the
-        // claim looks again). One already due is filed at the next tick, to be handed out
-        // by this run's loop (or the next run's, within the same tick): deciding it here
-        // would run user code (the unlink's `eager_release`) outside the loop's panic guard,
-        // and a panic would drop the rest of the intake.
+        // claim looks again). One already due is filed at the next tick, to be handed out by
+        // this run's loop if the run's time is past that tick, else by the first run of the
+        // next wheel tick: deciding it here would run user code (the unlink's
+        // `eager_release`) outside the loop's panic guard, and a panic would drop the rest
+        // of the intake.
         let deadline = before.deadline().max(wheel.elapsed().saturating_add(1));
         // SAFETY: alive as above, and on no wheel list yet.
         let filed = unsafe { wheel.insert(timer, deadline) };
