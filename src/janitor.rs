@@ -264,8 +264,7 @@ where
                 // than the next tick: the next run handles it as if this one had not reached it
                 // (one removed meanwhile is unfiled again by `take_unlinked`).
                 let deadline = unsafe { timer.as_ref() }.life.load().deadline();
-                let filed = unsafe { wheel.insert(timer, deadline.max(wheel.elapsed().saturating_add(1))) };
-                debug_assert!(filed.is_ok(), "filed after elapsed");
+                unsafe { wheel.insert_later(timer, deadline) };
             }
             std::panic::resume_unwind(panic);
         }
@@ -417,10 +416,8 @@ fn take_fresh<K, V>(wheel: &mut Wheel<Entry<K, V>>, fresh: &Intake<K, V>, report
         // next wheel tick: deciding it here would run user code (the unlink's
         // `eager_release`) outside the loop's panic guard, and a panic would drop the rest
         // of the intake.
-        let deadline = before.deadline().max(wheel.elapsed().saturating_add(1));
         // SAFETY: alive as above, and on no wheel list yet.
-        let filed = unsafe { wheel.insert(timer, deadline) };
-        debug_assert!(filed.is_ok(), "filed after elapsed");
+        unsafe { wheel.insert_later(timer, before.deadline()) };
         report.filed += 1;
     });
 }

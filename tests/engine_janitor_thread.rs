@@ -247,19 +247,23 @@ fn after_done_no_entry_is_returned_past_its_deadline() {
     assert_eq!(map.len(), 100, "no sweep after done: every entry is still held");
 }
 
-/// A key whose `Eq` sleeps once, on the first comparison after it is armed: the `set` that
-/// compares it is held up in the middle of its search, as by a preemption.
+/// A key whose `Eq` holds its caller once, on the first comparison after it is armed, until
+/// the test lets go: the `set` that compares it is held up in the middle of its search, as
+/// by a preemption.
 #[derive(Clone, Debug)]
 struct SlowKey(u64);
 
 static ARMED: AtomicBool = AtomicBool::new(false);
 static HELD: AtomicBool = AtomicBool::new(false);
+static LET_GO: AtomicBool = AtomicBool::new(false);
 
 impl PartialEq for SlowKey {
     fn eq(&self, other: &SlowKey) -> bool {
         if ARMED.swap(false, Ordering::SeqCst) {
             HELD.store(true, Ordering::SeqCst);
-            std::thread::sleep(ms(300));
+            while !LET_GO.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
         }
         self.0 == other.0
     }
@@ -293,6 +297,7 @@ fn a_set_held_up_before_it_links_never_dates_its_entry_older_than_a_touch() {
     clock.advance(ms(500));
     map.run_janitor();
     assert_eq!(map.get(&SlowKey(1)), Some(1), "the get touches the old entry at 500 ms");
+    LET_GO.store(true, Ordering::SeqCst);
     setter.join().unwrap();
     clock.advance(ms(999)); // 1499 ms: 999 ms after the touch, nothing touched since
     map.run_janitor();

@@ -484,8 +484,31 @@ fn run(make: Make, config: Config) -> Tally {
         burner.join().unwrap();
     }
     check_shared(logs.into_inner().unwrap(), config, &mut tally);
+    // The end state: left alone past `expire + tick`, everything is swept (unless `done`
+    // stopped the sweeping; then nothing may be returned any more).
+    let idle = Instant::now();
+    if config.done_halfway {
+        thread::sleep(config.expire + config.tick);
+        for key in 0..SHARED_KEYS {
+            assert!(buffer.get(&id(key)).is_none(), "{config:?}: shared key {key} returned after done, long idle");
+        }
+    } else {
+        while !buffer.is_empty() {
+            assert!(
+                idle.elapsed() < config.expire + config.tick + SCHEDULING,
+                "{config:?}: {} entries held {:?} after the last call",
+                buffer.len(),
+                idle.elapsed()
+            );
+            thread::sleep(config.tick.min(MS));
+        }
+    }
     tally
 }
+
+/// Allowance for the janitor's scheduling on this 2-core machine when waiting for the end
+/// state (the time bounds themselves are checked without slack).
+const SCHEDULING: Duration = Duration::from_secs(2);
 
 /// Runs every configuration of one design at one tick/expire and fails on any premature,
 /// late or wrong answer, after printing each configuration's figures.

@@ -199,8 +199,9 @@ where
         while let Some(inherited) = entry.life.finish(deadline) {
             // Replaced while pending: its successor waits for this deadline. `finish` saw the
             // successor's `replace`, which came after its marking CAS: `next` is the successor.
-            let next = unmarked(entry.link.next.load(Ordering::Acquire));
-            debug_assert!(is_marked(entry.link.next.load(Ordering::Acquire)), "replaced but not marked");
+            let next = entry.link.next.load(Ordering::Acquire);
+            debug_assert!(is_marked(next), "replaced but not marked");
+            let next = unmarked(next);
             // SAFETY: a replacement, so an entry; the caller is pinned, and the successor was
             // linked after the pin began or is still linked, so it is not freed meanwhile.
             entry = unsafe { Entry::<K, V>::from_link(NonNull::new_unchecked(next)) };

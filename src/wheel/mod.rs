@@ -120,6 +120,17 @@ impl<T: Timer> Wheel<T> {
         self.len
     }
 
+    /// Files `timer` at `deadline`, or at the next tick if that has been reached: for a
+    /// timer that a later pass must hand out rather than its caller decide now.
+    ///
+    /// # Safety
+    /// As for [`insert`](Wheel::insert).
+    pub(crate) unsafe fn insert_later(&mut self, timer: NonNull<T>, deadline: u64) {
+        // SAFETY: forwarded from the caller.
+        let filed = unsafe { self.insert(timer, deadline.max(self.elapsed.saturating_add(1))) };
+        debug_assert!(filed.is_ok(), "filed after elapsed {}", self.elapsed);
+    }
+
     /// Files `timer` to come due at `deadline`. A deadline already reached is refused
     /// (`Err`): the caller handles such a timer at once.
     ///
