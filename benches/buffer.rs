@@ -191,11 +191,7 @@ fn janitor_tick(c: &mut Criterion) {
     group.sample_size(20);
     {
         let clock = ManualClock::new();
-        let buffer = DownloadBuffer::builder(JANITOR_TICK, EXPIRE)
-            .clock(clock.clone())
-            .manual()
-            .build_download_buffer()
-            .unwrap();
+        let buffer = DownloadBuffer::builder(JANITOR_TICK, EXPIRE).clock(clock.clone()).manual().build().unwrap();
         fill(&buffer, 1_000_000);
         buffer.run_janitor();
         group.bench_function("lockfree", |b| {
@@ -229,7 +225,7 @@ fn expire_1m(c: &mut Criterion) {
                     .clock(clock.clone())
                     .manual()
                     .janitor_budget(usize::MAX)
-                    .build_download_buffer()
+                    .build()
                     .unwrap();
                 fill(&buffer, N);
                 buffer.run_janitor();

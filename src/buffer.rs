@@ -1,6 +1,6 @@
 //! The interface every download-buffer implementation offers.
 
-use crate::{BufferId, Bytes, Error};
+use crate::{BufferId, Bytes, Error, Stats};
 
 /// A concurrent map from [`BufferId`] to payload bytes whose entries expire when idle.
 ///
@@ -34,8 +34,24 @@ pub trait Buffer: Send + Sync {
     /// Stores `data` under `id`, replacing any previous value, and resets the entry's life.
     fn set(&self, id: BufferId, data: Bytes);
 
+    /// Stores `data` under `id` only if no live entry has that id (an expired one counts as
+    /// absent); returns whether it stored. Of racing callers exactly one gets `true`, and its
+    /// data is the one stored. Bypasses the byte budget, like `set`.
+    fn set_if_absent(&self, id: BufferId, data: Bytes) -> bool;
+
+    /// `set` within the byte budget: [`Error::Full`] (naming the budget, the bytes held and
+    /// the bytes asked) when storing would take the bytes held past it; a replacement
+    /// needs room only for the difference. Never evicts. Without a budget it always stores.
+    fn try_set(&self, id: BufferId, data: Bytes) -> Result<(), Error>;
+
     /// Returns the value under `id` if it is live, and resets the entry's life.
     fn get(&self, id: &BufferId) -> Option<Bytes>;
+
+    /// The value under `id` if it is live, without extending its life.
+    fn peek(&self, id: &BufferId) -> Option<Bytes>;
+
+    /// Whether a live entry has `id`, without extending its life.
+    fn contains_key(&self, id: &BufferId) -> bool;
 
     /// Removes the entry under `id`, if any.
     fn delete(&self, id: &BufferId);
@@ -43,6 +59,16 @@ pub trait Buffer: Send + Sync {
     /// Removes the entry under `id` and returns its value; of racing callers exactly one
     /// gets it. A missing or expired id gives [`Error::NotFound`] naming the id.
     fn fetch_and_delete(&self, id: &BufferId) -> Result<Bytes, Error>;
+
+    /// Removes every entry. Weakly consistent: entries stored while it runs may stay.
+    fn clear(&self);
+
+    /// Keeps the live entries for which `keep` returns true, removes the rest. Weakly
+    /// consistent, like `clear`.
+    fn retain(&self, keep: &mut dyn FnMut(&BufferId, &Bytes) -> bool);
+
+    /// What the buffer has done and holds; see [`Stats`].
+    fn stats(&self) -> Stats;
 
     /// The number of entries held (live entries plus expired ones not yet swept). Exact
     /// when no call runs concurrently; while other calls run, never more than the buffer

@@ -1,11 +1,10 @@
 //! [`DownloadBuffer`]: the lock-free engine at `BufferId → Bytes`, with the [`Buffer`] API.
 
 use std::fmt;
-use std::time::Duration;
 
-use crate::engine::{Builder, ExpiringMap};
+use crate::engine::ExpiringMap;
 use crate::janitor::{JanitorRun, JanitorStats};
-use crate::{Buffer, BufferId, Bytes, Error};
+use crate::{Buffer, BufferId, Bytes, Error, Stats};
 
 /// The lock-free download buffer: an [`ExpiringMap`] from [`BufferId`] to [`Bytes`].
 ///
@@ -28,30 +27,48 @@ pub struct DownloadBuffer {
 }
 
 impl DownloadBuffer {
-    /// A buffer whose janitor runs every `tick` and drops entries idle for `expire`.
-    ///
-    /// Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when either is zero.
-    pub fn new(tick: Duration, expire: Duration) -> Result<DownloadBuffer, Error> {
-        DownloadBuffer::builder(tick, expire).build_download_buffer()
-    }
-
-    /// A [`Builder`] for a buffer with a custom clock, manual mode or capacity; finish it
-    /// with [`Builder::build_download_buffer`].
-    pub fn builder(tick: Duration, expire: Duration) -> Builder {
-        Builder::new(tick, expire)
+    /// Wraps a map built by the [`Builder`](crate::Builder).
+    pub(crate) fn from_map(map: ExpiringMap<BufferId, Bytes>) -> DownloadBuffer {
+        DownloadBuffer { map }
     }
 
     /// Stores `data` under `id`, replacing any previous value, and resets the entry's life.
+    /// Counted in the bytes held, past the byte budget if need be (see
+    /// [`try_set`](Self::try_set)).
     pub fn set(&self, id: BufferId, data: Bytes) {
-        // A `Bytes` made from a `Vec` allocates its shared header on its first clone. Do
-        // that here, so that every `get` is a plain reference-count increment.
-        drop(data.clone());
-        self.map.set(id, data)
+        self.map.set(id, shared(data))
+    }
+
+    /// Stores `data` under `id` only if no live entry has that id (an expired one counts as
+    /// absent); returns whether it stored. Of racing callers exactly one gets `true`, and
+    /// its data is what is stored: a forward handler that must not overwrite a push that
+    /// arrived first uses this instead of a `get` then a `set`, which race.
+    pub fn set_if_absent(&self, id: BufferId, data: Bytes) -> bool {
+        self.map.set_if_absent(id, shared(data))
+    }
+
+    /// [`set`](Self::set) within the byte budget ([`Builder::max_bytes`](crate::Builder::max_bytes)):
+    /// refuses with [`Error::Full`] when storing would take the bytes held past the budget
+    /// (a replacement needs room only for the difference). It never evicts: the entries are
+    /// in-flight writes; the caller answers "busy" and the client retries. However writers
+    /// race, the bytes held never exceed the budget through `try_set`.
+    pub fn try_set(&self, id: BufferId, data: Bytes) -> Result<(), Error> {
+        self.map.try_set(id, shared(data))
     }
 
     /// Returns the value under `id` if it is live, and resets the entry's life.
     pub fn get(&self, id: &BufferId) -> Option<Bytes> {
         self.map.get(id)
+    }
+
+    /// The value under `id` if it is live, without extending its life.
+    pub fn peek(&self, id: &BufferId) -> Option<Bytes> {
+        self.map.peek(id)
+    }
+
+    /// Whether a live entry has `id`; does not extend its life.
+    pub fn contains_key(&self, id: &BufferId) -> bool {
+        self.map.contains_key(id)
     }
 
     /// Removes the entry under `id`, if any.
@@ -63,6 +80,23 @@ impl DownloadBuffer {
     /// gets it. A missing or expired id gives [`Error::NotFound`].
     pub fn fetch_and_delete(&self, id: &BufferId) -> Result<Bytes, Error> {
         self.map.fetch_and_delete(id).ok_or(Error::NotFound { id: *id })
+    }
+
+    /// Removes every buffer; weakly consistent with concurrent calls (see
+    /// [`ExpiringMap::clear`]).
+    pub fn clear(&self) {
+        self.map.clear()
+    }
+
+    /// Keeps the live buffers for which `keep` returns true (drop every buffer of a deleted
+    /// chunk, say); weakly consistent with concurrent calls (see [`ExpiringMap::retain`]).
+    pub fn retain(&self, keep: impl FnMut(&BufferId, &Bytes) -> bool) {
+        self.map.retain(keep)
+    }
+
+    /// Hits, misses, inserts, removals, expirations, entries and bytes held; see [`Stats`].
+    pub fn stats(&self) -> Stats {
+        self.map.stats()
     }
 
     /// The number of entries held (live ones plus expired ones the janitor has not removed);
@@ -98,16 +132,11 @@ impl DownloadBuffer {
     }
 }
 
-/// Payloads from this size on are released within one epoch advance of their removal.
-const EAGER_RELEASE_BYTES: usize = 16 * 1024;
-
-impl Builder {
-    /// Builds a [`DownloadBuffer`] (large payloads are released eagerly; see
-    /// [`Builder::build_with_eager_release`]).
-    pub fn build_download_buffer(self) -> Result<DownloadBuffer, Error> {
-        let map = self.build_with_eager_release(|data: &Bytes| data.len() >= EAGER_RELEASE_BYTES)?;
-        Ok(DownloadBuffer { map })
-    }
+/// A `Bytes` made from a `Vec` allocates its shared header on its first clone. Do that
+/// before storing it, so that every `get` is a plain reference-count increment.
+fn shared(data: Bytes) -> Bytes {
+    drop(data.clone());
+    data
 }
 
 impl fmt::Debug for DownloadBuffer {
@@ -119,6 +148,27 @@ impl fmt::Debug for DownloadBuffer {
 impl Buffer for DownloadBuffer {
     fn set(&self, id: BufferId, data: Bytes) {
         DownloadBuffer::set(self, id, data)
+    }
+    fn set_if_absent(&self, id: BufferId, data: Bytes) -> bool {
+        DownloadBuffer::set_if_absent(self, id, data)
+    }
+    fn try_set(&self, id: BufferId, data: Bytes) -> Result<(), Error> {
+        DownloadBuffer::try_set(self, id, data)
+    }
+    fn peek(&self, id: &BufferId) -> Option<Bytes> {
+        DownloadBuffer::peek(self, id)
+    }
+    fn contains_key(&self, id: &BufferId) -> bool {
+        DownloadBuffer::contains_key(self, id)
+    }
+    fn clear(&self) {
+        DownloadBuffer::clear(self)
+    }
+    fn retain(&self, keep: &mut dyn FnMut(&BufferId, &Bytes) -> bool) {
+        DownloadBuffer::retain(self, keep)
+    }
+    fn stats(&self) -> Stats {
+        DownloadBuffer::stats(self)
     }
     fn get(&self, id: &BufferId) -> Option<Bytes> {
         DownloadBuffer::get(self, id)

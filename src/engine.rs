@@ -12,15 +12,18 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
-use crate::clock::{Clock, SystemClock, TimeScale, TimeSource};
+use crate::clock::{SystemClock, TimeScale, TimeSource};
 use crate::error::require_nonzero;
 use crate::intake::Intake;
-use crate::janitor::{Janitor, JanitorRun, JanitorStats, Parts};
+use crate::janitor::{Janitor, JanitorRun, JanitorStats, Listener, Parts};
 use crate::life::{Life, Touch};
-use crate::reclaim::release_janitor_hold;
-use crate::sync::{epoch, Arc, AtomicBool, Ordering};
-use crate::table::{new_entry, Table};
+use crate::reclaim::{destroy_whole, release_janitor_hold};
+use crate::stats::{Stats, Tally};
+use crate::sync::epoch::{self, Guard};
+use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::table::{new_entry, Entry, Inserted, Table};
 use crate::ticker::{Next, Ticker};
+use crate::weights::{Weigher, Weights};
 use crate::wheel::levels_for;
 use crate::Error;
 
@@ -88,119 +91,58 @@ struct Core<K, V, S> {
     scale: TimeScale,
     /// Read by every call that dates or judges an entry, and by the janitor.
     clock: TimeSource,
+    /// The weight held, and the byte budget.
+    weights: Weights<V>,
+    /// Hits, misses, inserts and removals.
+    tally: Tally,
+    /// Called by the janitor for each entry it expires.
+    on_expire: Option<Listener<K, V>>,
 }
 
-/// Configures an [`ExpiringMap`]: clock, manual mode, capacity, janitor budget, hasher.
-pub struct Builder<S = ahash::RandomState> {
-    tick: Duration,
-    expire: Duration,
-    clock: Option<TimeSource>,
-    manual: bool,
-    capacity: usize,
-    budget: usize,
-    hasher: S,
+/// What an [`ExpiringMap`] is built from: the [`Builder`](crate::Builder)'s options.
+pub(crate) struct Settings<K, V, S> {
+    pub(crate) tick: Duration,
+    pub(crate) expire: Duration,
+    pub(crate) clock: Option<TimeSource>,
+    pub(crate) manual: bool,
+    pub(crate) capacity: usize,
+    pub(crate) budget: usize,
+    pub(crate) hasher: S,
+    pub(crate) max_bytes: Option<usize>,
+    pub(crate) weigher: Option<Weigher<V>>,
+    pub(crate) on_expire: Option<Listener<K, V>>,
+    pub(crate) eager_release: fn(&V) -> bool,
 }
 
-impl Builder {
-    /// A builder for a map whose janitor runs every `tick` and drops entries idle for `expire`.
-    pub fn new(tick: Duration, expire: Duration) -> Builder {
-        Builder {
-            tick,
-            expire,
-            clock: None,
-            manual: false,
-            capacity: 0,
-            budget: DEFAULT_JANITOR_BUDGET,
-            hasher: ahash::RandomState::new(),
-        }
-    }
-}
-
-impl<S> Builder<S> {
-    /// Reads time from `clock` instead of a new [`SystemClock`](crate::SystemClock) (a
-    /// `SystemClock` given here keeps the fast path: no virtual call per read).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Some(TimeSource::of(clock));
-        self
-    }
-
-    /// Manual mode: no janitor thread. Expired entries are removed when the embedder calls
-    /// [`ExpiringMap::run_janitor`] (from its own event loop, or a test after moving a
-    /// [`ManualClock`](crate::ManualClock)). Deadlines do not depend on it: every call
-    /// reads the clock, so an entry is invisible from its deadline on whether or not a run
-    /// has removed it.
-    pub fn manual(mut self) -> Self {
-        self.manual = true;
-        self
-    }
-
-    /// Sizes the bucket directory for `entries` up front (the table grows on its own anyway).
-    pub fn initial_capacity(mut self, entries: usize) -> Self {
-        self.capacity = entries;
-        self
-    }
-
-    /// At most `entries` due timers handled per janitor run (at least 1); the rest waits
-    /// for the next run.
-    pub fn janitor_budget(mut self, entries: usize) -> Self {
-        self.budget = entries.max(1);
-        self
-    }
-
-    /// Hashes keys with `hasher` instead of ahash.
-    pub fn hasher<S2>(self, hasher: S2) -> Builder<S2> {
-        Builder {
-            tick: self.tick,
-            expire: self.expire,
-            clock: self.clock,
-            manual: self.manual,
-            capacity: self.capacity,
-            budget: self.budget,
-            hasher,
-        }
-    }
-
+impl<K, V, S> ExpiringMap<K, V, S>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
     /// Builds the map. Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when
     /// either is zero.
-    pub fn build<K, V>(self) -> Result<ExpiringMap<K, V, S>, Error>
-    where
-        K: Hash + Eq + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-        S: BuildHasher + Send + Sync + 'static,
-    {
-        self.build_with_eager_release(|_| false)
-    }
-
-    /// Builds the map; a removed value for which `is_large` returns true is freed within
-    /// one epoch advance (the removing thread flushes its epoch bag, which costs a few
-    /// hundred nanoseconds), where other values wait until 64 more removals on that
-    /// thread fill the bag. Worth it for large payloads: [`DownloadBuffer`] flushes for
-    /// values of 16 KiB and more.
-    ///
-    /// [`DownloadBuffer`]: crate::DownloadBuffer
-    pub fn build_with_eager_release<K, V>(self, is_large: fn(&V) -> bool) -> Result<ExpiringMap<K, V, S>, Error>
-    where
-        K: Hash + Eq + Send + Sync + 'static,
-        V: Clone + Send + Sync + 'static,
-        S: BuildHasher + Send + Sync + 'static,
-    {
-        require_nonzero("tick", self.tick)?;
-        require_nonzero("expire", self.expire)?;
-        let scale = TimeScale::new(self.tick, self.expire);
-        let clock = self.clock.unwrap_or_else(|| TimeSource::System(SystemClock::new()));
+    pub(crate) fn with_settings(settings: Settings<K, V, S>) -> Result<Self, Error> {
+        require_nonzero("tick", settings.tick)?;
+        require_nonzero("expire", settings.expire)?;
+        let scale = TimeScale::new(settings.tick, settings.expire);
+        let clock = settings.clock.unwrap_or_else(|| TimeSource::System(SystemClock::new()));
         let now = scale.ticks(clock.now());
-        let buckets = self.capacity / 2;
+        let buckets = settings.capacity / 2;
         let core = Arc::new(Core {
-            table: Table::new(buckets, self.hasher, is_large),
+            table: Table::new(buckets, settings.hasher, settings.eager_release),
             fresh: Intake::new(),
             // A touch's deadline lies at most `expire + 1` ticks (one for rounding up) past
             // the tick it read; one more for the wheel lagging behind the clock. Later ones
             // go to the overflow list and come back when it turns.
-            janitor: Janitor::new(levels_for(scale.expire_ticks.saturating_add(2)), now, self.budget),
+            janitor: Janitor::new(levels_for(scale.expire_ticks.saturating_add(2)), now, settings.budget),
             scale,
             clock,
+            weights: Weights::new(settings.weigher, settings.max_bytes),
+            tally: Tally::new(),
+            on_expire: settings.on_expire,
         });
-        let ticker = if self.manual {
+        let ticker = if settings.manual {
             None
         } else {
             let resolution = Duration::from_nanos(scale.resolution_nanos);
@@ -218,19 +160,6 @@ impl<S> Builder<S> {
     }
 }
 
-impl<K, V> ExpiringMap<K, V, ahash::RandomState>
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
-    /// A map whose janitor thread runs every `tick` and drops entries idle for `expire`.
-    ///
-    /// Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when either is zero.
-    pub fn new(tick: Duration, expire: Duration) -> Result<Self, Error> {
-        Builder::new(tick, expire).build()
-    }
-}
-
 impl<K, V, S> ExpiringMap<K, V, S>
 where
     K: Hash + Eq + Send + Sync + 'static,
@@ -238,13 +167,45 @@ where
     S: BuildHasher + Send + Sync + 'static,
 {
     /// Stores `value` under `key`, replacing any previous value, and resets the entry's life.
+    /// Counts its weight, past the byte budget if need be (see [`try_set`](Self::try_set)).
     pub fn set(&self, key: K, value: V) {
         self.core.set(key, value)
+    }
+
+    /// Stores `value` under `key` only if no live entry holds the key (an expired one,
+    /// removed or not, counts as absent); returns whether it stored. Of callers racing on
+    /// one key exactly one gets `true`, and its value is the one stored. Like
+    /// [`set`](Self::set), it bypasses the byte budget.
+    pub fn set_if_absent(&self, key: K, value: V) -> bool {
+        self.core.set_if_absent(key, value)
+    }
+
+    /// [`set`](Self::set) within the byte budget ([`Builder::max_bytes`]): refuses with
+    /// [`Error::Full`] (naming the budget, the bytes held and the bytes asked) when storing
+    /// would take the weight held past the budget; a replacement needs room only for the
+    /// difference. Never evicts anything. Without a budget it always stores.
+    ///
+    /// However writers race, the weight held never exceeds the budget through `try_set`:
+    /// room is taken with one compare-and-swap on the budget's counter before the value is
+    /// published, and given back after a value is gone.
+    pub fn try_set(&self, key: K, value: V) -> Result<(), Error> {
+        self.core.try_set(key, value)
     }
 
     /// A clone of the value under `key` if it is live; extends the entry's life.
     pub fn get(&self, key: &K) -> Option<V> {
         self.core.get(key)
+    }
+
+    /// A clone of the value under `key` if it is live, like [`get`](Self::get) but without
+    /// extending the entry's life (and not counted as a hit or a miss).
+    pub fn peek(&self, key: &K) -> Option<V> {
+        self.core.peek(key, V::clone)
+    }
+
+    /// Whether a live entry holds `key`; does not extend its life.
+    pub fn contains_key(&self, key: &K) -> bool {
+        self.core.peek(key, |_| ()).is_some()
     }
 
     /// Removes the entry under `key`, if any. Returns whether this call removed a live one.
@@ -256,6 +217,39 @@ where
     /// gets it. `None` when the key is missing or expired.
     pub fn fetch_and_delete(&self, key: &K) -> Option<V> {
         self.core.fetch_and_delete(key)
+    }
+
+    /// Removes every entry.
+    ///
+    /// Weakly consistent, like iteration over a concurrent map: every entry present
+    /// throughout the call is removed; one stored while it runs may stay. When no other
+    /// call runs meanwhile, the map is empty afterwards (`len` and the bytes held 0).
+    /// Not counted as removals (see [`Stats`]).
+    pub fn clear(&self) {
+        self.core.retain(|_, _| false)
+    }
+
+    /// Keeps the live entries for which `keep` returns true and removes the others
+    /// (expired ones not yet removed go too, unasked).
+    ///
+    /// Weakly consistent, like [`clear`](Self::clear): `keep` is asked once about each entry
+    /// present throughout the call, and maybe about entries stored while it runs; a value
+    /// replaced while it runs may be asked about in its old or its new version, and a
+    /// replacement that lands after `keep` was asked stays. `keep` runs on the calling
+    /// thread with the epoch pinned (no memory is reclaimed meanwhile): keep it short. A
+    /// panic in it propagates, leaving the map consistent. Not counted as removals.
+    pub fn retain(&self, keep: impl FnMut(&K, &V) -> bool) {
+        self.core.retain(keep)
+    }
+
+    /// What the map has done, and what it holds now; see [`Stats`].
+    pub fn stats(&self) -> Stats {
+        self.core.stats()
+    }
+
+    /// The byte budget, if [`Builder::max_bytes`] set one.
+    pub fn max_bytes(&self) -> Option<usize> {
+        self.core.weights.max()
     }
 
     /// The number of entries held (live ones plus expired ones the janitor has not
@@ -308,28 +302,124 @@ where
     }
 
     fn parts(&self) -> Parts<'_, K, V, S> {
-        Parts { table: &self.table, fresh: &self.fresh, clock: &self.clock, scale: &self.scale }
+        Parts {
+            table: &self.table,
+            fresh: &self.fresh,
+            clock: &self.clock,
+            scale: &self.scale,
+            weights: &self.weights,
+            on_expire: self.on_expire.as_ref(),
+        }
     }
 
-    /// Dates a new entry by the clock and links it; a replaced entry's deadline is handed
-    /// down to it (docs/design.md, "Replacing"), so that a touch of the old entry, however it
-    /// raced this set, is never lost.
-    fn set(&self, key: K, value: V) {
-        // The clock first: a custom clock that panics leaves nothing half done.
-        let deadline = self.scale.deadline_after_touch(self.now());
-        let guard = epoch::pin();
-        let hash = self.table.hash(&key);
+    /// Makes the entry for `key` and offers it to the table (`admit` as in
+    /// `Table::insert`). A linked entry is counted as an insert and handed to the janitor;
+    /// a refused one is freed here. A replaced entry's deadline is handed down to the new
+    /// one (docs/design.md, "Replacing"), so a touch of the old entry, however it raced
+    /// this call, is never lost.
+    fn link<'g>(
+        &'g self,
+        new: NewEntry<K, V>,
+        guard: &'g Guard,
+        admit: impl FnMut(Option<&'g Entry<K, V>>) -> bool,
+    ) -> Inserted<'g, K, V> {
+        let deadline = self.scale.deadline_after_touch(new.now);
         // Once the janitor is gone, nobody takes entries from the intake: they count as
         // taken already, so their unlinker retires them (see `Table::unlink`).
         let janitor_gone = self.table.janitor_gone();
-        let entry = new_entry(key, value, hash, Life::new(deadline, janitor_gone));
+        let entry = new_entry(new.key, new.value, new.hash, new.weight, Life::new(deadline, janitor_gone));
         // SAFETY: a fresh `Box::into_raw` entry, unpublished, keyed with `self.table`'s hash.
-        let _replaced = unsafe { self.table.insert(entry, &guard) };
+        let inserted = unsafe { self.table.insert(entry, guard, admit) };
+        if let Inserted::Refused = inserted {
+            // SAFETY: refused, so never published: nobody else can reach it.
+            unsafe { destroy_whole(entry) };
+            return inserted;
+        }
+        self.tally.insert();
         if !janitor_gone {
             // SAFETY: alive: an entry is freed only after its janitor side lets go, which for
             // an untaken entry happens only when the janitor takes it from this intake
             // (docs/design.md, "Reclamation"); and it is on no intake yet.
             unsafe { self.fresh.push(entry) };
+        }
+        inserted
+    }
+
+    /// Reads the clock, hashes the key and weighs the value: everything that runs user code
+    /// (a custom clock, `K: Hash`, the weigher) before anything is counted or published,
+    /// so that a panic there leaves nothing half done.
+    fn prepare(&self, key: K, value: V) -> NewEntry<K, V> {
+        let now = self.now();
+        let hash = self.table.hash(&key);
+        let weight = self.weights.weigh(&value);
+        NewEntry { key, value, hash, weight, now }
+    }
+
+    fn set(&self, key: K, value: V) {
+        let new = self.prepare(key, value);
+        self.weights.add(new.weight);
+        let guard = epoch::pin();
+        if let Inserted::Replaced(old) = self.link(new, &guard, |_| true) {
+            self.weights.release(old.weight);
+        }
+    }
+
+    fn set_if_absent(&self, key: K, value: V) -> bool {
+        let new = self.prepare(key, value);
+        let weight = new.weight;
+        let now = self.scale.ticks(new.now);
+        self.weights.add(weight);
+        let guard = epoch::pin();
+        // A live entry refuses; a dead one is claimed dead first (the janitor's CAS), so
+        // that no touch that read the clock earlier revives it between this look and the
+        // replacing CAS.
+        match self.link(new, &guard, |found| found.is_none_or(|old| old.life.kill_if_dead(now))) {
+            Inserted::New => true,
+            Inserted::Replaced(old) => {
+                self.weights.release(old.weight);
+                true
+            }
+            Inserted::Refused => {
+                self.weights.release(weight);
+                false
+            }
+        }
+    }
+
+    fn try_set(&self, key: K, value: V) -> Result<(), Error> {
+        let new = self.prepare(key, value);
+        let weight = new.weight;
+        // Room taken so far: what this attempt needs beyond the weight of the entry it
+        // would replace (a replacement hands that weight over to the new entry).
+        let mut reserved = 0;
+        let mut refused = None;
+        let guard = epoch::pin();
+        let inserted = self.link(new, &guard, |found| {
+            let needed = weight.saturating_sub(found.map_or(0, |old| old.weight));
+            if needed > reserved {
+                if let Err(seen) = self.weights.try_add(needed - reserved) {
+                    refused = Some(seen);
+                    return false;
+                }
+            } else {
+                self.weights.release(reserved - needed);
+            }
+            reserved = needed;
+            true
+        });
+        match inserted {
+            Inserted::New => Ok(()),
+            Inserted::Replaced(old) => {
+                // Counted so far: `reserved` on top of the old entry's weight, which is at
+                // least `weight`; the rest goes back now that the old entry is gone.
+                self.weights.release(reserved + old.weight - weight);
+                Ok(())
+            }
+            Inserted::Refused => {
+                self.weights.release(reserved);
+                let seen = refused.expect("try_set refuses only for want of room");
+                Err(Error::Full { budget: seen.max, held: seen.held, asked: weight })
+            }
         }
     }
 
@@ -340,16 +430,44 @@ where
         let guard = epoch::pin();
         let hash = self.table.hash(key);
         loop {
-            let entry = self.table.find(key, hash, &guard)?;
+            let Some(entry) = self.table.find(key, hash, &guard) else {
+                self.tally.miss();
+                return None;
+            };
             match entry.life.touch(now, &self.scale) {
-                // SAFETY: pinned by `guard`, and `entry` was found through the table.
-                Touch::Live => return Some(unsafe { entry.value() }.clone()),
-                Touch::Dead => return None,
+                Touch::Live => {
+                    self.tally.hit();
+                    // SAFETY: pinned by `guard`, and `entry` was found through the table.
+                    return Some(unsafe { entry.value() }.clone());
+                }
+                Touch::Dead => {
+                    self.tally.miss();
+                    return None;
+                }
                 // A set replaced it before the touch took effect: the touch belongs to the
                 // replacement (rare; the set's own CAS made the find see the old entry).
                 Touch::Replaced => continue,
             }
         }
+    }
+
+    /// `read` of the live value under `key`, without touching it.
+    fn peek<R>(&self, key: &K, read: impl FnOnce(&V) -> R) -> Option<R> {
+        let now = self.now();
+        let guard = epoch::pin();
+        let hash = self.table.hash(key);
+        let entry = self.table.find(key, hash, &guard)?;
+        // SAFETY: pinned by `guard`, and `entry` was found through the table.
+        entry.life.load().is_live(now, &self.scale).then(|| read(unsafe { entry.value() }))
+    }
+
+    /// Removes `entry` if no one else has, and counts its weight out if this call did.
+    fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> bool {
+        let removed = self.table.remove(entry, guard);
+        if removed {
+            self.weights.release(entry.weight);
+        }
+        removed
     }
 
     fn delete(&self, key: &K) -> bool {
@@ -359,10 +477,14 @@ where
         loop {
             let Some(entry) = self.table.find(key, hash, &guard) else { return false };
             let live = entry.life.load().is_live(now, &self.scale);
-            if self.table.remove(entry, &guard) {
+            if self.remove(entry, &guard) {
                 // An expired entry is removed all the same (it is garbage), but it was not
                 // live: the janitor's claim may also have come just before our mark.
-                return live && !entry.life.load_after_removal().is_expired();
+                let live = live && !entry.life.load_after_removal().is_expired();
+                if live {
+                    self.tally.removal();
+                }
+                return live;
             }
             // Removed (or replaced) under us: look again.
         }
@@ -381,7 +503,7 @@ where
             // entry (and its copy) is freed after the epoch moves on.
             // SAFETY: pinned by `guard`, and `entry` was found through the table.
             let value = unsafe { entry.value() }.clone();
-            if self.table.remove(entry, &guard) {
+            if self.remove(entry, &guard) {
                 // Our mark and the janitor's EXPIRED claim are both SeqCst: if the claim came
                 // first, we see it here and the entry counts as expired (it was due: the
                 // janitor claims only due entries). If our mark came first, the janitor's
@@ -389,14 +511,52 @@ where
                 if entry.life.load_after_removal().is_expired() {
                     return None;
                 }
+                self.tally.removal();
                 return Some(value);
             }
+        }
+    }
+
+    fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
+        let now = self.now();
+        let guard = epoch::pin();
+        self.table.for_each(&guard, |entry| {
+            // SAFETY: pinned by `guard`, and `entry` was reached through the table.
+            let kept = entry.life.load().is_live(now, &self.scale) && keep(&entry.key, unsafe { entry.value() });
+            if !kept {
+                // Lost to a racing remover or replacer: gone anyway.
+                let _ = self.remove(entry, &guard);
+            }
+        });
+    }
+
+    fn stats(&self) -> Stats {
+        let totals = self.tally.totals();
+        Stats {
+            hits: totals.hits,
+            misses: totals.misses,
+            inserts: totals.inserts,
+            removals: totals.removals,
+            expirations: self.janitor.stats().expired,
+            entries: self.table.len() as u64,
+            bytes: self.weights.held() as u64,
         }
     }
 
     fn run_janitor(&self) -> JanitorRun {
         self.janitor.run(&self.parts())
     }
+}
+
+/// A value on its way into the table, with what was computed for it before anything was
+/// counted or published.
+struct NewEntry<K, V> {
+    key: K,
+    value: V,
+    hash: u64,
+    weight: usize,
+    /// When the call began (the clock's nanoseconds): dates the entry.
+    now: u64,
 }
 
 impl<K, V, S> Drop for ExpiringMap<K, V, S> {

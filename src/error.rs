@@ -20,6 +20,16 @@ pub enum Error {
         /// The id that was asked for.
         id: BufferId,
     },
+    /// `try_set` refused: storing the value would have taken the bytes held past the byte
+    /// budget. Nothing was stored or evicted; the caller answers "busy" and retries later.
+    Full {
+        /// The byte budget ([`Builder::max_bytes`](crate::Builder::max_bytes)).
+        budget: usize,
+        /// The bytes held when the call looked.
+        held: usize,
+        /// The bytes the refused value weighs.
+        asked: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -30,6 +40,9 @@ impl fmt::Display for Error {
             }
             Error::NotFound { id } => {
                 write!(f, "buffer id {id} not found (never stored, already consumed, or expired)")
+            }
+            Error::Full { budget, held, asked } => {
+                write!(f, "byte budget of {budget} bytes full: {held} bytes held, {asked} bytes asked")
             }
         }
     }

@@ -29,6 +29,7 @@ use crate::sync::epoch::{self, Guard};
 use crate::sync::{fence, prefetch, AtomicBool, AtomicU64, Ordering, UnsafeCell};
 use crate::table::{Entry, Removal, Table};
 use crate::ticker::Next;
+use crate::weights::Weights;
 use crate::wheel::{self, Wheel};
 
 /// What one janitor run did.
@@ -40,8 +41,8 @@ pub struct JanitorRun {
     pub filed: usize,
     /// Due timers handed out by the wheel (at most the budget).
     pub handled: usize,
-    /// Entries this run expired and removed itself. An entry it claimed that a racing
-    /// remover unlinked first is gone all the same but not counted here.
+    /// Entries this run expired: claimed past their deadline (and removed, by this run or
+    /// by a call that raced it to the removal). The expiry listener is called for each.
     pub expired: usize,
     /// Removed entries the janitor let go of (their memory is freed once their value is).
     pub retired: usize,
@@ -101,12 +102,14 @@ const CLOCK_EVERY: usize = 64;
 pub struct JanitorStats {
     /// Runs completed.
     pub runs: u64,
-    /// Entries the janitor expired and removed itself (see [`JanitorRun::expired`]).
+    /// Entries the janitor expired (see [`JanitorRun::expired`]).
     pub expired: u64,
     /// Removed entries the janitor let go of.
     pub retired: u64,
     /// Entries whose drop panicked (process-wide: drops run wherever the epoch runs them).
     pub drop_panics: u64,
+    /// Calls of the expiry listener that panicked (contained; the run went on).
+    pub listener_panics: u64,
 }
 
 /// The janitor's private state and the try-lock that guards it.
@@ -122,6 +125,7 @@ pub(crate) struct Janitor<K, V> {
     runs: AtomicU64,
     expired: AtomicU64,
     retired: AtomicU64,
+    listener_panics: AtomicU64,
 }
 
 // SAFETY: the wheel (raw pointers to entries) is only touched by the holder of `running`.
@@ -154,6 +158,7 @@ impl<K, V> Janitor<K, V> {
             runs: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             retired: AtomicU64::new(0),
+            listener_panics: AtomicU64::new(0),
         }
     }
 
@@ -167,6 +172,7 @@ impl<K, V> Janitor<K, V> {
             expired: self.expired.load(Ordering::Relaxed),
             retired: self.retired.load(Ordering::Relaxed),
             drop_panics: reclaim::drop_panics(),
+            listener_panics: self.listener_panics.load(Ordering::Relaxed),
         }
     }
 
@@ -185,11 +191,25 @@ pub(crate) struct Parts<'a, K, V, S> {
     pub(crate) fresh: &'a Intake<K, V>,
     pub(crate) clock: &'a TimeSource,
     pub(crate) scale: &'a TimeScale,
+    /// Where the weight of what the janitor removes is counted out.
+    pub(crate) weights: &'a Weights<V>,
+    pub(crate) on_expire: Option<&'a Listener<K, V>>,
+}
+
+/// Called for each entry the janitor expires ([`Builder::on_expire`](crate::Builder::on_expire)).
+pub(crate) type Listener<K, V> = Box<dyn Fn(&K, &V) + Send + Sync>;
+
+/// Entries a run expired, with a clone of each value, for the listener: called once the run
+/// has unpinned. The entries' shells stay alive until the run lets go of them (the last
+/// `take_unlinked`, after the listener), so their keys can be lent out meanwhile.
+struct Expired<K, V> {
+    entries: Vec<(NonNull<Entry<K, V>>, V)>,
 }
 
 impl<K, V> Janitor<K, V>
 where
     K: std::hash::Hash + Eq,
+    V: Clone,
 {
     /// One run: reads the clock and works up to that time; see the module documentation.
     pub(crate) fn run<S: std::hash::BuildHasher>(&self, parts: &Parts<'_, K, V, S>) -> JanitorRun {
@@ -221,7 +241,7 @@ where
         wheel: &mut Wheel<Entry<K, V>>,
         parts: &Parts<'_, K, V, S>,
     ) -> JanitorRun {
-        let Parts { table, fresh, clock, scale } = *parts;
+        let Parts { table, fresh, clock, scale, weights, on_expire } = *parts;
         // Step 1: the time. Read under the lock, so that the wheel's time only grows.
         let started = clock.now();
         let now = scale.ticks(started).max(wheel.elapsed());
@@ -231,6 +251,7 @@ where
         take_fresh(wheel, fresh, &mut report);
         take_unlinked(wheel, table, &mut report);
         let mut ahead = Lookahead::new();
+        let mut expired = on_expire.map(|_| Expired { entries: Vec::new() });
         let mut stop_popping = false;
         let mut out_of_time = false;
         // Caught so that a panic from user code here (the eager-release predicate, asked as
@@ -256,9 +277,13 @@ where
             // SAFETY: handed-out entries are alive: an entry is freed only after its janitor
             // side lets go, which happens only once it is off the wheel and handled here (the
             // unlinked intake is taken only before and after this loop).
-            unsafe { expire_or_refile(wheel, entry, now, table, &guard, &mut report) };
+            unsafe { expire_or_refile(wheel, entry, now, table, weights, &guard, &mut report, expired.as_mut()) };
         }));
         if let Err(panic) = handled {
+            drop(guard);
+            if let (Some(listener), Some(expired)) = (on_expire, expired) {
+                self.notify(listener, expired); // the run's expiries are reported all the same
+            }
             while let Some(timer) = ahead.pop() {
                 // SAFETY: held, so alive (as above) and on no wheel list. Filed again no earlier
                 // than the next tick: the next run handles it as if this one had not reached it
@@ -275,9 +300,13 @@ where
         report.more_due = wheel.has_due(now) && !forget;
         report.timers = wheel.len();
         wheel.advance_to(now);
-        take_unlinked(wheel, table, &mut report);
         guard.flush();
         drop(guard);
+        if let (Some(listener), Some(expired)) = (on_expire, expired) {
+            // Before `take_unlinked`: until then the janitor holds every entry it expired.
+            self.notify(listener, expired);
+        }
+        take_unlinked(wheel, table, &mut report);
         // Push the epoch on so that the values this run removed are freed now, not whenever
         // other threads happen to collect: each flush may advance the epoch once and runs
         // up to a few hundred deferred drops.
@@ -285,6 +314,23 @@ where
             epoch::pin().flush();
         }
         report
+    }
+
+    /// Calls the listener for each entry of `expired`, containing and counting panics, and
+    /// drops the value clones (within the same containment: a value's `Drop` may panic).
+    fn notify(&self, listener: &Listener<K, V>, expired: Expired<K, V>) {
+        for (entry, value) in expired.entries {
+            // SAFETY: the janitor still holds the entry (see `Expired`), so its key is alive;
+            // the key is never mutated.
+            let key = unsafe { &entry.as_ref().key };
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                listener(key, &value);
+                drop(value);
+            }));
+            if called.is_err() {
+                self.listener_panics.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Stops the janitor for good; `ExpiringMap::done` calls it after stopping the janitor
@@ -437,16 +483,21 @@ fn take_unlinked<K, V, S>(wheel: &mut Wheel<Entry<K, V>>, table: &Table<K, V, S>
 
 /// Step 4 for one handed-out timer: file it again if a touch moved its deadline past
 /// `now`, claim and remove it if it is due, leave it unfiled if it was removed meanwhile.
+/// An expired entry's value is cloned for the listener, if there is one (after the removal:
+/// a panicking `clone` then strands nothing; the value lives until this run unpins).
 ///
 /// # Safety
 /// `timer` is a live entry on no wheel list.
-unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::BuildHasher>(
     wheel: &mut Wheel<Entry<K, V>>,
     timer: NonNull<Entry<K, V>>,
     now: u64,
     table: &Table<K, V, S>,
+    weights: &Weights<V>,
     guard: &Guard,
     report: &mut JanitorRun,
+    expired: Option<&mut Expired<K, V>>,
 ) {
     // SAFETY: the caller guarantees the entry is alive.
     let entry = unsafe { timer.as_ref() };
@@ -459,12 +510,25 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher
             let filed = unsafe { wheel.insert(timer, deadline) };
             debug_assert!(filed.is_ok(), "deadline {deadline} > now {now} >= elapsed");
         }
-        // Claimed: every touch fails from now on. Only the remover that marks the entry
-        // owns it: if a `delete` or `fetch_and_delete` marked it first, it is theirs, not
-        // an expiry.
+        // Claimed: every touch fails from now on, and the entry has expired, whoever marks
+        // it. Only the remover that marks it counts its weight out: if a `delete`,
+        // `fetch_and_delete` or `set` marked it first, they did.
         Claim::Expired => {
+            report.expired += 1;
             if table.remove(entry, guard) {
-                report.expired += 1;
+                weights.release(entry.weight);
+            }
+            if let Some(expired) = expired {
+                // SAFETY: reached through the wheel while pinned by `guard`; removed just now
+                // or by a racer after the pin, its value is dropped only after `guard`.
+                expired.entries.push((timer, unsafe { entry.value() }.clone()));
+            }
+        }
+        // Claimed dead by a `set_if_absent` that will replace it, unless it panicked first:
+        // remove it as garbage (not an expiry); whichever mark wins counts the weight out.
+        Claim::Dead => {
+            if table.remove(entry, guard) {
+                weights.release(entry.weight);
             }
         }
     }

@@ -35,7 +35,9 @@
 #![cfg_attr(doctest, doc = include_str!("../README.md"))]
 
 mod buffer;
+mod builder;
 mod clock;
+mod counter;
 mod download;
 mod engine;
 mod error;
@@ -45,17 +47,21 @@ mod janitor;
 mod life;
 mod reclaim;
 mod rwlock;
+mod stats;
 mod sync;
 mod table;
 mod ticker;
+mod weights;
 mod wheel;
 
 pub use buffer::Buffer;
+pub use builder::Builder;
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use download::DownloadBuffer;
-pub use engine::{Builder, ExpiringMap, DEFAULT_JANITOR_BUDGET};
+pub use engine::{ExpiringMap, DEFAULT_JANITOR_BUDGET};
 pub use error::Error;
 pub use id::{BufferId, ChunkHandle};
 pub use janitor::{JanitorRun, JanitorStats};
 pub use rwlock::RwLockBuffer;
+pub use stats::Stats;

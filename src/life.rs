@@ -131,8 +131,11 @@ pub(crate) enum Claim {
     Expired,
     /// Not due at the janitor's time: file it again at this deadline (lazy re-filing).
     Refile(u64),
-    /// Removed by someone else (or claimed already): leave it to its unlinker.
+    /// Removed by someone else: leave it to its unlinker.
     Gone,
+    /// Claimed dead by a `set_if_absent` ([`Life::kill_if_dead`]) but still linked: the
+    /// janitor removes it as garbage (not an expiry), in case that set never does.
+    Dead,
 }
 
 /// The atomic `life` word of an entry. See the module documentation.
@@ -226,8 +229,11 @@ impl Life {
     pub(crate) fn claim(&self, now: u64, removed: impl Fn() -> bool) -> Claim {
         let mut state = self.load();
         loop {
-            if state.is_unlinked() || state.is_expired() || removed() {
+            if state.is_unlinked() || removed() {
                 return Claim::Gone;
+            }
+            if state.is_expired() {
+                return Claim::Dead;
             }
             if state.is_pending() {
                 // Its replacing set is still handing a deadline down: look again next tick.
@@ -247,6 +253,14 @@ impl Life {
                 Err(seen) => state = State(seen),
             }
         }
+    }
+
+    /// A `set_if_absent` that found this entry at wheel tick `now`: if it is dead then (past
+    /// its deadline and not pending), claim it so, with the janitor's CAS, so that no touch
+    /// that read the clock earlier can revive it before the set replaces it. Returns whether
+    /// the entry is dead for good (claimed now or before, or unlinked); false if it is live.
+    pub(crate) fn kill_if_dead(&self, now: u64) -> bool {
+        !matches!(self.claim(now, || false), Claim::Refile(_))
     }
 
     /// The janitor takes the entry from the intake of new entries. Returns the state
@@ -352,7 +366,20 @@ mod tests {
         assert_eq!(life.claim(105, || false), Claim::Expired);
         assert_eq!(life.touch(60 * MS, &scale), Touch::Dead, "a claimed entry is never revived");
         assert!(!life.load().is_live(0, &scale));
-        assert_eq!(life.claim(105, || false), Claim::Gone, "claimed once");
+        assert_eq!(life.claim(105, || false), Claim::Dead, "claimed once");
+    }
+
+    #[test]
+    fn set_if_absent_kills_only_dead_entries_and_no_touch_revives_them() {
+        let scale = scale();
+        let life = Life::new(scale.deadline_after_touch(0), true); // deadline: tick 100
+        assert!(!life.kill_if_dead(99), "live at tick 99");
+        assert!(life.load().is_live(999 * MS, &scale));
+        assert!(life.kill_if_dead(100), "dead from its deadline on");
+        assert_eq!(life.touch(500 * MS, &scale), Touch::Dead, "a touch that read the clock earlier comes too late");
+        assert!(life.kill_if_dead(100), "dead for good");
+        assert_eq!(life.claim(100, || false), Claim::Dead, "the janitor removes it as garbage");
+        assert!(!pending(10).kill_if_dead(50), "pending: live whatever its deadline");
     }
 
     #[test]

@@ -46,11 +46,12 @@ unsafe fn free_shell<K, V>(entry: *mut Entry<K, V>) {
     contained(|| drop(unsafe { Box::from_raw(entry) }));
 }
 
-/// Frees an entry that was never unlinked (the table is being dropped): value and rest.
+/// Frees an entry nobody else can reach, value and rest: one never published (a refused
+/// `try_set` or `set_if_absent`), or one still linked in a table being dropped.
 ///
 /// # Safety
 /// `entry` came from `Box::into_raw` and nothing else can reach it.
-pub(crate) unsafe fn destroy_linked<K, V>(entry: *mut Entry<K, V>) {
+pub(crate) unsafe fn destroy_whole<K, V>(entry: *mut Entry<K, V>) {
     // SAFETY: forwarded from the caller.
     unsafe {
         contained(|| (*entry).drop_value());

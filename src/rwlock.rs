@@ -10,12 +10,13 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::require_nonzero;
 use crate::ticker::{Next, Ticker};
-use crate::{Buffer, BufferId, Bytes, Error};
+use crate::{Buffer, BufferId, Bytes, Error, Stats};
 
 /// The lock-based reference buffer: one `RwLock<HashMap>` and a janitor that scans it all.
 ///
@@ -38,8 +39,25 @@ pub struct RwLockBuffer {
 }
 
 struct Shared {
-    map: RwLock<HashMap<BufferId, Slot, ahash::RandomState>>,
+    state: RwLock<State>,
     expire: Duration,
+    /// The byte budget of `try_set`, if any.
+    max_bytes: Option<usize>,
+}
+
+/// Everything under the lock.
+#[derive(Default)]
+struct State {
+    map: HashMap<BufferId, Slot, ahash::RandomState>,
+    /// The bytes of every value in `map`.
+    bytes: usize,
+    hits: u64,
+    misses: u64,
+    inserts: u64,
+    removals: u64,
+    /// Entries removed because they had expired: by the sweep, or by a `get` or
+    /// `fetch_and_delete` that found them so.
+    expirations: u64,
 }
 
 struct Slot {
@@ -54,14 +72,54 @@ impl Slot {
     }
 }
 
+impl State {
+    /// Stores `data` under `id` (replacing what is there), keeping the later of the stored
+    /// touch and `now`; returns the replaced value, to be dropped outside the lock.
+    fn store(&mut self, id: BufferId, data: Bytes, now: Instant) -> Option<Bytes> {
+        self.inserts += 1;
+        self.bytes += data.len();
+        let replaced = match self.map.entry(id) {
+            Entry::Occupied(mut held) => {
+                // The time is read before the lock (to keep the lock short), so a touch that
+                // took the lock meanwhile may be later: keep the later of the two.
+                let touched = held.get().touched.max(now);
+                Some(held.insert(Slot { data, touched }).data)
+            }
+            Entry::Vacant(free) => {
+                free.insert(Slot { data, touched: now });
+                None
+            }
+        };
+        self.bytes -= replaced.as_ref().map_or(0, Bytes::len);
+        replaced
+    }
+
+    fn remove(&mut self, id: &BufferId) -> Option<Slot> {
+        let removed = self.map.remove(id)?;
+        self.bytes -= removed.data.len();
+        Some(removed)
+    }
+}
+
 impl RwLockBuffer {
     /// Makes a buffer whose janitor runs every `tick` and drops entries idle for `expire`.
     ///
     /// Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when either is zero.
+    #[must_use = "a buffer that is not kept is dropped at once"]
     pub fn new(tick: Duration, expire: Duration) -> Result<RwLockBuffer, Error> {
+        RwLockBuffer::with_budget(tick, expire, None)
+    }
+
+    /// [`new`](Self::new), with a byte budget for [`try_set`](Self::try_set).
+    #[must_use = "a buffer that is not kept is dropped at once"]
+    pub fn with_max_bytes(tick: Duration, expire: Duration, max_bytes: usize) -> Result<RwLockBuffer, Error> {
+        RwLockBuffer::with_budget(tick, expire, Some(max_bytes))
+    }
+
+    fn with_budget(tick: Duration, expire: Duration, max_bytes: Option<usize>) -> Result<RwLockBuffer, Error> {
         require_nonzero("tick", tick)?;
         require_nonzero("expire", expire)?;
-        let shared = Arc::new(Shared { map: RwLock::new(HashMap::default()), expire });
+        let shared = Arc::new(Shared { state: RwLock::new(State::default()), expire, max_bytes });
         let swept = Arc::clone(&shared);
         let janitor = Ticker::spawn("rwlock-buffer-janitor", tick, move || {
             swept.sweep();
@@ -71,43 +129,94 @@ impl RwLockBuffer {
     }
 
     /// Stores `data` under `id`, replacing any previous value, and resets the entry's life.
+    /// Counted in the bytes held, past the byte budget if need be.
     pub fn set(&self, id: BufferId, data: Bytes) {
-        // The time is read before the lock (to keep the lock short), so a touch that took
-        // the lock meanwhile may be later: keep the later of the two.
         let now = Instant::now();
-        let replaced = match self.shared.write().entry(id) {
-            Entry::Occupied(mut held) => {
-                let touched = held.get().touched.max(now);
-                Some(held.insert(Slot { data, touched }))
-            }
-            Entry::Vacant(free) => {
-                free.insert(Slot { data, touched: now });
-                None
-            }
-        };
+        let replaced = self.shared.write().store(id, data, now);
         drop(replaced); // outside the lock
+    }
+
+    /// Stores `data` under `id` only if no live entry has that id; returns whether it stored.
+    pub fn set_if_absent(&self, id: BufferId, data: Bytes) -> bool {
+        let now = Instant::now();
+        let mut state = self.shared.write();
+        if state.map.get(&id).is_some_and(|slot| !slot.is_expired(now, self.shared.expire)) {
+            drop(state);
+            return false;
+        }
+        let replaced = state.store(id, data, now);
+        drop(state);
+        drop(replaced);
+        true
+    }
+
+    /// [`set`](Self::set) within the byte budget: [`Error::Full`] when storing would take
+    /// the bytes held past it (a replacement needs room only for the difference).
+    pub fn try_set(&self, id: BufferId, data: Bytes) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut state = self.shared.write();
+        if let Some(budget) = self.shared.max_bytes {
+            let credit = state.map.get(&id).map_or(0, |slot| slot.data.len());
+            let after = (state.bytes - credit).saturating_add(data.len());
+            if after > budget {
+                let (held, asked) = (state.bytes, data.len());
+                drop(state);
+                return Err(Error::Full { budget, held, asked });
+            }
+        }
+        let replaced = state.store(id, data, now);
+        drop(state);
+        drop(replaced);
+        Ok(())
     }
 
     /// Returns the value under `id` if it is live, and resets the entry's life.
     pub fn get(&self, id: &BufferId) -> Option<Bytes> {
         let now = Instant::now();
-        let mut map = self.shared.write();
-        let slot = map.get_mut(id)?;
+        let mut state = self.shared.write();
+        let Some(slot) = state.map.get_mut(id) else {
+            state.misses += 1;
+            return None;
+        };
         if slot.is_expired(now, self.shared.expire) {
-            let expired = map.remove(id);
-            drop(map);
+            let expired = state.remove(id);
+            state.misses += 1;
+            state.expirations += 1;
+            drop(state);
             drop(expired);
             return None;
         }
         // Never backwards: `now` was read before the lock, and a set or get that took the
         // lock meanwhile may have stored a later time.
         slot.touched = slot.touched.max(now);
-        Some(slot.data.clone())
+        let data = slot.data.clone();
+        state.hits += 1;
+        Some(data)
+    }
+
+    /// The value under `id` if it is live, without extending its life (a read lock).
+    pub fn peek(&self, id: &BufferId) -> Option<Bytes> {
+        let now = Instant::now();
+        let state = self.shared.read();
+        let slot = state.map.get(id)?;
+        (!slot.is_expired(now, self.shared.expire)).then(|| slot.data.clone())
+    }
+
+    /// Whether a live entry has `id`; does not extend its life.
+    pub fn contains_key(&self, id: &BufferId) -> bool {
+        let now = Instant::now();
+        self.shared.read().map.get(id).is_some_and(|slot| !slot.is_expired(now, self.shared.expire))
     }
 
     /// Removes the entry under `id`, if any.
     pub fn delete(&self, id: &BufferId) {
-        let removed = self.shared.write().remove(id);
+        let now = Instant::now();
+        let mut state = self.shared.write();
+        let removed = state.remove(id);
+        if removed.as_ref().is_some_and(|slot| !slot.is_expired(now, self.shared.expire)) {
+            state.removals += 1;
+        }
+        drop(state);
         drop(removed);
     }
 
@@ -115,16 +224,65 @@ impl RwLockBuffer {
     /// gets it. A missing or expired id gives [`Error::NotFound`].
     pub fn fetch_and_delete(&self, id: &BufferId) -> Result<Bytes, Error> {
         let now = Instant::now();
-        let removed = self.shared.write().remove(id);
+        let mut state = self.shared.write();
+        let removed = state.remove(id);
         match removed {
-            Some(slot) if !slot.is_expired(now, self.shared.expire) => Ok(slot.data),
-            _ => Err(Error::NotFound { id: *id }),
+            Some(slot) if !slot.is_expired(now, self.shared.expire) => {
+                state.removals += 1;
+                Ok(slot.data)
+            }
+            Some(expired) => {
+                state.expirations += 1;
+                drop(state);
+                drop(expired);
+                Err(Error::NotFound { id: *id })
+            }
+            None => Err(Error::NotFound { id: *id }),
+        }
+    }
+
+    /// Removes every entry (values dropped after the lock is released).
+    pub fn clear(&self) {
+        let mut state = self.shared.write();
+        let removed = std::mem::take(&mut state.map);
+        state.bytes = 0;
+        drop(state);
+        drop(removed);
+    }
+
+    /// Keeps the live entries for which `keep` returns true (it runs under the write lock).
+    pub fn retain(&self, mut keep: impl FnMut(&BufferId, &Bytes) -> bool) {
+        let now = Instant::now();
+        let mut state = self.shared.write();
+        let gone: Vec<BufferId> = state
+            .map
+            .iter()
+            .filter(|(id, slot)| slot.is_expired(now, self.shared.expire) || !keep(id, &slot.data))
+            .map(|(id, _)| *id)
+            .collect();
+        let removed: Vec<Slot> = gone.iter().filter_map(|id| state.remove(id)).collect();
+        drop(state);
+        drop(removed);
+    }
+
+    /// Hits, misses, inserts, removals, expirations, entries and bytes held: exact, read
+    /// under the lock.
+    pub fn stats(&self) -> Stats {
+        let state = self.shared.read();
+        Stats {
+            hits: state.hits,
+            misses: state.misses,
+            inserts: state.inserts,
+            removals: state.removals,
+            expirations: state.expirations,
+            entries: state.map.len() as u64,
+            bytes: state.bytes as u64,
         }
     }
 
     /// The number of entries held (live ones plus expired ones the janitor has not swept).
     pub fn len(&self) -> usize {
-        self.shared.read().len()
+        self.shared.read().map.len()
     }
 
     /// Whether the buffer holds no entry.
@@ -148,13 +306,14 @@ impl RwLockBuffer {
 }
 
 impl Shared {
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<BufferId, Slot, ahash::RandomState>> {
-        // Nothing panics while holding the lock, so a poisoned lock still holds a sound map.
-        self.map.read().unwrap_or_else(PoisonError::into_inner)
+    fn read(&self) -> RwLockReadGuard<'_, State> {
+        // Nothing panics while holding the lock but `retain`'s `keep`, before it changes
+        // anything: a poisoned lock still holds a sound state.
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<BufferId, Slot, ahash::RandomState>> {
-        self.map.write().unwrap_or_else(PoisonError::into_inner)
+    fn write(&self) -> RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// One janitor tick: find expired entries under the read lock, then remove them under
@@ -163,18 +322,19 @@ impl Shared {
     fn sweep(&self) -> usize {
         let now = Instant::now();
         let candidates: Vec<BufferId> =
-            self.read().iter().filter(|(_, slot)| slot.is_expired(now, self.expire)).map(|(id, _)| *id).collect();
+            self.read().map.iter().filter(|(_, slot)| slot.is_expired(now, self.expire)).map(|(id, _)| *id).collect();
         if candidates.is_empty() {
             return 0;
         }
         let mut removed = Vec::with_capacity(candidates.len());
         {
-            let mut map = self.write();
+            let mut state = self.write();
             for id in &candidates {
-                if map.get(id).is_some_and(|slot| slot.is_expired(now, self.expire)) {
-                    removed.extend(map.remove(id));
+                if state.map.get(id).is_some_and(|slot| slot.is_expired(now, self.expire)) {
+                    removed.extend(state.remove(id));
                 }
             }
+            state.expirations += removed.len() as u64;
         }
         let count = removed.len();
         drop(removed);
@@ -182,9 +342,42 @@ impl Shared {
     }
 }
 
+impl fmt::Debug for RwLockBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.read();
+        f.debug_struct("RwLockBuffer")
+            .field("len", &state.map.len())
+            .field("bytes", &state.bytes)
+            .field("expire", &self.shared.expire)
+            .field("max_bytes", &self.shared.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Buffer for RwLockBuffer {
     fn set(&self, id: BufferId, data: Bytes) {
         RwLockBuffer::set(self, id, data)
+    }
+    fn set_if_absent(&self, id: BufferId, data: Bytes) -> bool {
+        RwLockBuffer::set_if_absent(self, id, data)
+    }
+    fn try_set(&self, id: BufferId, data: Bytes) -> Result<(), Error> {
+        RwLockBuffer::try_set(self, id, data)
+    }
+    fn peek(&self, id: &BufferId) -> Option<Bytes> {
+        RwLockBuffer::peek(self, id)
+    }
+    fn contains_key(&self, id: &BufferId) -> bool {
+        RwLockBuffer::contains_key(self, id)
+    }
+    fn clear(&self) {
+        RwLockBuffer::clear(self)
+    }
+    fn retain(&self, keep: &mut dyn FnMut(&BufferId, &Bytes) -> bool) {
+        RwLockBuffer::retain(self, keep)
+    }
+    fn stats(&self) -> Stats {
+        RwLockBuffer::stats(self)
     }
     fn get(&self, id: &BufferId) -> Option<Bytes> {
         RwLockBuffer::get(self, id)
@@ -267,7 +460,7 @@ mod tests {
             drop(held);
             setter.join().unwrap();
             let get_began = getter.join().unwrap();
-            older += usize::from(buffer.shared.read()[&id].touched < get_began);
+            older += usize::from(buffer.shared.read().map[&id].touched < get_began);
         }
         assert_eq!(older, 0, "rounds in which the set stored a time older than the get's start");
     }

@@ -232,7 +232,7 @@ fn download_buffer_reports_not_found_for_an_expired_unswept_entry() {
         .clock(clock.clone())
         .manual()
         .janitor_budget(1)
-        .build_download_buffer()
+        .build()
         .unwrap();
     let ids: Vec<BufferId> = (0..10).map(|n| BufferId::new(ChunkHandle(n))).collect();
     for (n, id) in ids.iter().enumerate() {
@@ -478,7 +478,7 @@ fn deleting_is_large(_: &Arc<u64>) -> bool {
 fn entries_removed_while_the_janitor_holds_them_ahead_are_left_to_their_remover() {
     let (map, clock) = REENTRANT.get_or_init(|| {
         let clock = ManualClock::new();
-        let map = Builder::new(TICK, EXPIRE).clock(clock.clone()).manual().build_with_eager_release(deleting_is_large);
+        let map = Builder::new(TICK, EXPIRE).clock(clock.clone()).manual().eager_release(deleting_is_large).build();
         (map.expect("valid durations"), clock)
     });
     let value = Arc::new(0);
@@ -519,10 +519,11 @@ fn a_panic_in_the_middle_of_an_expiry_strands_no_entry() {
     // (here from the predicate it asks as it unlinks) must not leave the others off the wheel,
     // where nothing would ever expire them.
     let clock = ManualClock::new();
-    let map = Builder::new(TICK, EXPIRE)
+    let map = Builder::<u64, u64>::new(TICK, EXPIRE)
         .clock(clock.clone())
         .manual()
-        .build_with_eager_release::<u64, u64>(panicking_is_large)
+        .eager_release(panicking_is_large)
+        .build()
         .expect("valid durations");
     for key in 0..100 {
         map.set(key, key);

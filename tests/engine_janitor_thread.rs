@@ -285,7 +285,7 @@ impl Hash for SlowKey {
 fn a_set_held_up_before_it_links_never_dates_its_entry_older_than_a_touch() {
     let clock = ManualClock::new();
     let map = Arc::new(
-        Builder::new(ms(80), ms(1000)).clock(clock.clone()).manual().build::<SlowKey, u64>().expect("valid durations"),
+        Builder::<SlowKey, u64>::new(ms(80), ms(1000)).clock(clock.clone()).manual().build().expect("valid durations"),
     );
     map.set(SlowKey(1), 1);
     ARMED.store(true, Ordering::SeqCst);

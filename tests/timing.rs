@@ -43,7 +43,7 @@ fn stamps(clock: impl Clock) -> Stamp {
 
 fn lockfree(tick: Duration, expire: Duration) -> (Arc<dyn Buffer>, Stamp) {
     let clock = SystemClock::new();
-    let buffer = DownloadBuffer::builder(tick, expire).clock(clock.clone()).build_download_buffer();
+    let buffer = DownloadBuffer::builder(tick, expire).clock(clock.clone()).build();
     (Arc::new(buffer.expect("valid durations")), stamps(clock))
 }
 
@@ -59,7 +59,7 @@ fn rwlock(tick: Duration, expire: Duration) -> (Arc<dyn Buffer>, Stamp) {
 fn lockfree_on_a_sleepy_clock(tick: Duration, expire: Duration) -> (Arc<dyn Buffer>, Stamp) {
     let inner = SystemClock::new();
     let clock = SleepyClock { inner: inner.clone(), seed: AtomicU64::new(0x5EED), max_sleep: expire / 2 };
-    let buffer = DownloadBuffer::builder(tick, expire).clock(clock).build_download_buffer();
+    let buffer = DownloadBuffer::builder(tick, expire).clock(clock).build();
     (Arc::new(buffer.expect("valid durations")), stamps(inner))
 }
 

@@ -25,7 +25,7 @@ pub type Map<V> = ExpiringMap<u64, V, FixedHasher>;
 
 /// What every model starts from: manual mode (the janitor driven by hand) on `clock`, a tiny
 /// table (2 buckets, so a few inserts force growth), a fixed hasher, tick 100 ms, expire 1 s.
-fn builder(clock: impl Clock) -> Builder<FixedHasher> {
+fn builder<V>(clock: impl Clock) -> Builder<u64, V, FixedHasher> {
     Builder::new(Duration::from_millis(100), Duration::from_secs(1))
         .clock(clock)
         .manual()
@@ -143,14 +143,14 @@ impl std::fmt::Debug for Tracked {
 /// flushes its epoch bag), so that reclamation really runs inside small models.
 pub fn tracked_map() -> (Map<Tracked>, ManualClock, Arc<Counts>) {
     let clock = ManualClock::new();
-    let map = builder(clock.clone()).build_with_eager_release(|_| true).expect("valid durations");
+    let map = builder(clock.clone()).eager_release(|_| true).build().expect("valid durations");
     (map, clock, Arc::new(Counts::default()))
 }
 
 /// [`tracked_map`] on a [`LoomClock`].
 pub fn raced_tracked_map() -> (Map<Tracked>, LoomClock, Arc<Counts>) {
     let clock = LoomClock::default();
-    let map = builder(clock.clone()).build_with_eager_release(|_| true).expect("valid durations");
+    let map = builder(clock.clone()).eager_release(|_| true).build().expect("valid durations");
     (map, clock, Arc::new(Counts::default()))
 }
 

@@ -15,21 +15,20 @@
 //! and the old node's `next` is marked to point at the new one in one CAS, so a reader
 //! finds either the old or the new value, never neither.
 
-mod counter;
 mod directory;
 mod entry;
 
 use std::hash::{BuildHasher, Hash};
 use std::ptr::NonNull;
 
-use counter::Counter;
 use directory::{Claim, Directory};
 use entry::{entry_key, hash_of, is_marked, marked, unmarked};
 pub(crate) use entry::{Entry, Link};
 
+use crate::counter::Counter;
 use crate::intake::Intake;
 use crate::life::Life;
-use crate::reclaim::{destroy_linked, release_janitor_hold, release_value_later};
+use crate::reclaim::{destroy_whole, release_janitor_hold, release_value_later};
 use crate::sync::epoch::Guard;
 use crate::sync::{prefetch, AtomicBool, Ordering};
 
@@ -53,6 +52,16 @@ pub(crate) enum Removal {
     Bucket,
     /// The first node after the bucket's dummy.
     Run,
+}
+
+/// What [`Table::insert`] did.
+pub(crate) enum Inserted<'g, K, V> {
+    /// Linked under a key that had no entry.
+    New,
+    /// Replaced this entry, which this call removed.
+    Replaced(&'g Entry<K, V>),
+    /// Not linked: the caller's `admit` said no. The entry is still the caller's.
+    Refused,
 }
 
 /// What a search found: the node before the position, and the node at it.
@@ -138,13 +147,21 @@ where
         }
     }
 
-    /// Links `entry` (made by the caller, not yet published) under its key. If the key is
-    /// present, the old entry is replaced and returned as removed by this call.
+    /// Links `entry` (made by the caller, not yet published) under its key, if `admit`
+    /// agrees. Right before each attempt's publishing CAS, `admit` is shown the entry the
+    /// key holds then (`None` if none) and says whether to go ahead; if that CAS fails, the
+    /// search runs again and `admit` is asked again about what it finds then. A present
+    /// key's entry is replaced (and returned as removed by this call).
     ///
     /// # Safety
     /// `entry` came from `Box::into_raw`, is unpublished, and its `so_key` was made from
-    /// `self.hash(&entry.key)`.
-    pub(crate) unsafe fn insert<'g>(&'g self, entry: *mut Entry<K, V>, guard: &'g Guard) -> Option<&'g Entry<K, V>> {
+    /// `self.hash(&entry.key)`. On [`Inserted::Refused`] it is still the caller's.
+    pub(crate) unsafe fn insert<'g>(
+        &'g self,
+        entry: *mut Entry<K, V>,
+        guard: &'g Guard,
+        mut admit: impl FnMut(Option<&'g Entry<K, V>>) -> bool,
+    ) -> Inserted<'g, K, V> {
         // SAFETY: the caller hands us an unpublished, live entry.
         let new = unsafe { &*entry };
         let hash = hash_of(new.link.so_key);
@@ -160,6 +177,9 @@ where
                 if is_marked(succ) {
                     continue; // removed meanwhile: search again
                 }
+                if !admit(Some(old)) {
+                    return Inserted::Refused;
+                }
                 new.link.next.store(succ, Ordering::Relaxed);
                 new.life.prepare(true);
                 // The linearization point of a replacing set: the old node is removed and
@@ -173,18 +193,41 @@ where
                         // and the old value must not stay reachable).
                         let _ = self.search(bucket, new.link.so_key, Some(&new.key), None, guard);
                     }
-                    return Some(old);
+                    return Inserted::Replaced(old);
                 }
             } else {
+                if !admit(None) {
+                    return Inserted::Refused;
+                }
                 new.link.next.store(at.curr, Ordering::Relaxed);
                 new.life.prepare(false);
                 // Linearization point of an inserting set. Release publishes the entry.
                 if at.pred.next.compare_exchange(at.curr, new_link, PUBLISH, Ordering::Acquire).is_ok() {
                     let shard = self.len.count_in();
                     self.maybe_grow(shard);
-                    return None;
+                    return Inserted::New;
                 }
             }
+        }
+    }
+
+    /// Calls `visit` on every entry linked and not removed when the walk passes it, in list
+    /// order. Weakly consistent: an entry inserted or removed during the walk may or may not
+    /// be visited; one present throughout is visited once. `visit` may remove the entry it
+    /// is shown (the walk goes on from the successor it read before).
+    pub(crate) fn for_each<'g>(&'g self, guard: &'g Guard, mut visit: impl FnMut(&'g Entry<K, V>)) {
+        let _ = guard;
+        let mut curr = self.head.as_ptr();
+        while !curr.is_null() {
+            // SAFETY: reached from the head through links after the guard was pinned (a
+            // removed node's frozen `next` included): not freed before the guard drops.
+            let node = unsafe { &*curr };
+            let next = node.next.load(LOOKUP);
+            if node.is_entry() && !is_marked(next) {
+                // SAFETY: odd split-order keys are entries; protected as above.
+                visit(unsafe { Entry::<K, V>::from_link(NonNull::from(node)) });
+            }
+            curr = unmarked(next);
         }
     }
 
@@ -477,7 +520,7 @@ impl<K, V, S> Drop for Table<K, V, S> {
             // segments, freed with it (after this body: fields drop after `drop`).
             unsafe {
                 if (*curr).is_entry() {
-                    destroy_linked(curr.cast::<Entry<K, V>>());
+                    destroy_whole(curr.cast::<Entry<K, V>>());
                 }
             }
             curr = next;
@@ -485,9 +528,9 @@ impl<K, V, S> Drop for Table<K, V, S> {
     }
 }
 
-/// Makes an unpublished entry for `key` with `hash` and initial `life` word.
-pub(crate) fn new_entry<K, V>(key: K, value: V, hash: u64, life: Life) -> *mut Entry<K, V> {
-    Box::into_raw(Box::new(Entry::new(entry_key(hash), key, value, life)))
+/// Makes an unpublished entry for `key` with `hash`, `weight` and initial `life` word.
+pub(crate) fn new_entry<K, V>(key: K, value: V, hash: u64, weight: usize, life: Life) -> *mut Entry<K, V> {
+    Box::into_raw(Box::new(Entry::new(entry_key(hash), key, value, weight, life)))
 }
 
 #[cfg(test)]

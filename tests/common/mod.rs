@@ -58,11 +58,7 @@ where
 /// A [`DownloadBuffer`] in manual mode on a fresh [`ManualClock`].
 pub fn manual_buffer(tick: Duration, expire: Duration) -> (DownloadBuffer, ManualClock) {
     let clock = ManualClock::new();
-    let buffer = DownloadBuffer::builder(tick, expire)
-        .clock(clock.clone())
-        .manual()
-        .build_download_buffer()
-        .expect("valid durations");
+    let buffer = DownloadBuffer::builder(tick, expire).clock(clock.clone()).manual().build().expect("valid durations");
     (buffer, clock)
 }
 

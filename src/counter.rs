@@ -1,4 +1,4 @@
-//! The table's length: sharded, cache-padded counters summed on read.
+//! Sharded, cache-padded counters summed on read: the table's length and the bytes it holds.
 //!
 //! One shared counter would be written by every insert and remove from every thread; with
 //! shards, each thread writes its own cache line and only `len` reads them all.
@@ -45,6 +45,16 @@ impl Counter {
     /// whole count.
     pub(crate) fn count_in(&self) -> usize {
         self.shard().counted_in.fetch_add(1, Ordering::SeqCst).wrapping_add(1)
+    }
+
+    /// Adds `amount` to the "in" side (bytes stored, say).
+    pub(crate) fn add_in(&self, amount: usize) {
+        self.shard().counted_in.fetch_add(amount, Ordering::SeqCst);
+    }
+
+    /// Adds `amount` to the "out" side (bytes released).
+    pub(crate) fn add_out(&self, amount: usize) {
+        self.shard().counted_out.fetch_add(amount, Ordering::SeqCst);
     }
 
     /// Counts an entry out, before the attempt to remove it: while the remover races, `len`

@@ -1,0 +1,269 @@
+//! [`Builder`]: every option of an [`ExpiringMap`] or a [`DownloadBuffer`], in one type
+//! generic over the key, the value and what it builds (moka's shape), so that options that
+//! depend on the value (weigher, listener, eager release) are ordinary options.
+
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use crate::clock::{Clock, TimeSource};
+use crate::engine::{ExpiringMap, Settings, DEFAULT_JANITOR_BUDGET};
+use crate::{BufferId, Bytes, DownloadBuffer, Error};
+
+/// Configures an [`ExpiringMap`] (from [`ExpiringMap::builder`] or [`Builder::new`]) or a
+/// [`DownloadBuffer`] (from [`DownloadBuffer::builder`]); [`build`](Builder::build) makes
+/// it. `T` is what it builds.
+///
+/// ```
+/// use std::time::Duration;
+/// use download_buffer::{BufferId, Bytes, ChunkHandle, DownloadBuffer, Error};
+///
+/// let buffer = DownloadBuffer::builder(Duration::from_secs(15), Duration::from_secs(60))
+///     .max_bytes(1 << 30) // at most 1 GiB of pushes held through `try_set`
+///     .on_expire(|id, data| eprintln!("push {id} expired unwritten ({} bytes)", data.len()))
+///     .build()?;
+/// buffer.try_set(BufferId::new(ChunkHandle(1)), Bytes::from(vec![0u8; 4096]))?;
+/// # Ok::<(), Error>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<K, V, S = ahash::RandomState, T = ExpiringMap<K, V, S>> {
+    settings: Settings<K, V, S>,
+    builds: PhantomData<fn() -> T>,
+}
+
+impl<K, V> Builder<K, V> {
+    /// A builder for a map whose janitor runs every `tick` and drops entries idle for `expire`.
+    pub fn new(tick: Duration, expire: Duration) -> Builder<K, V> {
+        Builder {
+            settings: Settings {
+                tick,
+                expire,
+                clock: None,
+                manual: false,
+                capacity: 0,
+                budget: DEFAULT_JANITOR_BUDGET,
+                hasher: ahash::RandomState::new(),
+                max_bytes: None,
+                weigher: None,
+                on_expire: None,
+                eager_release: |_| false,
+            },
+            builds: PhantomData,
+        }
+    }
+}
+
+impl<K, V, S, T> Builder<K, V, S, T> {
+    /// Reads time from `clock` instead of a new [`SystemClock`](crate::SystemClock) (a
+    /// `SystemClock` given here keeps the fast path: no virtual call per read).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.settings.clock = Some(TimeSource::of(clock));
+        self
+    }
+
+    /// Manual mode: no janitor thread. Expired entries are removed when the embedder calls
+    /// `run_janitor` (from its own event loop, or a test after moving a
+    /// [`ManualClock`](crate::ManualClock)). Deadlines do not depend on it: every call
+    /// reads the clock, so an entry is invisible from its deadline on whether or not a run
+    /// has removed it.
+    pub fn manual(mut self) -> Self {
+        self.settings.manual = true;
+        self
+    }
+
+    /// Sizes the bucket directory for `entries` up front (the table grows on its own anyway).
+    pub fn initial_capacity(mut self, entries: usize) -> Self {
+        self.settings.capacity = entries;
+        self
+    }
+
+    /// At most `entries` due timers handled per janitor run (at least 1); the rest waits
+    /// for the next run.
+    pub fn janitor_budget(mut self, entries: usize) -> Self {
+        self.settings.budget = entries.max(1);
+        self
+    }
+
+    /// A byte budget: `try_set` refuses with [`Error::Full`] rather than take the weight
+    /// held past `bytes` (see [`ExpiringMap::try_set`]). The weight of a value is its
+    /// length for a [`DownloadBuffer`], and what the [`weigher`](Self::weigher) says for an
+    /// [`ExpiringMap`] (without one, every value weighs 0 and nothing is ever refused).
+    pub fn max_bytes(mut self, bytes: usize) -> Self {
+        self.settings.max_bytes = Some(bytes);
+        self
+    }
+
+    /// Gives each value a weight (its size in bytes, say), counted in
+    /// [`Stats::bytes`](crate::Stats::bytes) and held to [`max_bytes`](Self::max_bytes). Asked
+    /// once per stored value, on the storing thread, before the value is published; it must
+    /// not depend on anything but the value. A [`DownloadBuffer`] weighs by length already.
+    pub fn weigher(mut self, weigher: impl Fn(&V) -> usize + Send + Sync + 'static) -> Self {
+        self.settings.weigher = Some(Box::new(weigher));
+        self
+    }
+
+    /// Calls `listener` once for each entry the janitor expires, with the key and the value
+    /// that expired: never for values deleted, consumed, replaced or cleared, nor for an
+    /// entry past its deadline that a call replaced or removed before the janitor came (see
+    /// [`Stats::expirations`](crate::Stats::expirations)). It runs on the janitor's thread
+    /// (in manual mode, the thread calling `run_janitor`), after the run's removals and
+    /// outside any epoch pin, so it may take its time and call into the map; while it runs,
+    /// no other janitor run starts. A panic in it is contained and counted
+    /// ([`JanitorStats::listener_panics`](crate::JanitorStats::listener_panics)); the
+    /// other entries of the run are still expired and reported.
+    pub fn on_expire(mut self, listener: impl Fn(&K, &V) + Send + Sync + 'static) -> Self {
+        self.settings.on_expire = Some(Box::new(listener));
+        self
+    }
+
+    /// A removed value for which `is_large` returns true is freed within one epoch advance
+    /// (the removing thread flushes its epoch bag, which costs a few hundred nanoseconds),
+    /// where other values wait until 64 more removals on that thread fill the bag. Worth it
+    /// for large payloads: a [`DownloadBuffer`] flushes for values of 16 KiB and more.
+    pub fn eager_release(mut self, is_large: fn(&V) -> bool) -> Self {
+        self.settings.eager_release = is_large;
+        self
+    }
+
+    /// The same options, building something else.
+    fn builds<T2>(self) -> Builder<K, V, S, T2> {
+        Builder { settings: self.settings, builds: PhantomData }
+    }
+}
+
+impl<K, V, S> Builder<K, V, S, ExpiringMap<K, V, S>> {
+    /// Hashes keys with `hasher` instead of ahash.
+    pub fn hasher<S2>(self, hasher: S2) -> Builder<K, V, S2, ExpiringMap<K, V, S2>> {
+        let Settings {
+            tick,
+            expire,
+            clock,
+            manual,
+            capacity,
+            budget,
+            hasher: _,
+            max_bytes,
+            weigher,
+            on_expire,
+            eager_release,
+        } = self.settings;
+        Builder {
+            settings: Settings {
+                tick,
+                expire,
+                clock,
+                manual,
+                capacity,
+                budget,
+                hasher,
+                max_bytes,
+                weigher,
+                on_expire,
+                eager_release,
+            },
+            builds: PhantomData,
+        }
+    }
+}
+
+impl<K, V, S> Builder<K, V, S, ExpiringMap<K, V, S>>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: BuildHasher + Send + Sync + 'static,
+{
+    /// Builds the map. Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when
+    /// either is zero.
+    #[must_use = "a map that is not kept is dropped at once"]
+    pub fn build(self) -> Result<ExpiringMap<K, V, S>, Error> {
+        ExpiringMap::with_settings(self.settings)
+    }
+
+    /// Builds the map with [`eager_release`](Self::eager_release)`(is_large)`.
+    #[deprecated(since = "0.2.0", note = "use `.eager_release(is_large).build()`")]
+    pub fn build_with_eager_release(self, is_large: fn(&V) -> bool) -> Result<ExpiringMap<K, V, S>, Error> {
+        self.eager_release(is_large).build()
+    }
+}
+
+/// Payloads from this size on are released within one epoch advance of their removal.
+const EAGER_RELEASE_BYTES: usize = 16 * 1024;
+
+impl Builder<BufferId, Bytes, ahash::RandomState, DownloadBuffer> {
+    /// The builder [`DownloadBuffer::builder`] returns: values weigh their length, and
+    /// payloads of 16 KiB and more are released eagerly.
+    pub(crate) fn download_buffer(tick: Duration, expire: Duration) -> Self {
+        Builder::new(tick, expire)
+            .weigher(Bytes::len)
+            .eager_release(|data: &Bytes| data.len() >= EAGER_RELEASE_BYTES)
+            .builds()
+    }
+
+    /// Builds the buffer. Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when
+    /// either is zero.
+    #[must_use = "a buffer that is not kept is dropped at once"]
+    pub fn build(self) -> Result<DownloadBuffer, Error> {
+        ExpiringMap::with_settings(self.settings).map(DownloadBuffer::from_map)
+    }
+
+    /// The former name of [`build`](Self::build).
+    #[deprecated(since = "0.2.0", note = "use `build`")]
+    pub fn build_download_buffer(self) -> Result<DownloadBuffer, Error> {
+        self.build()
+    }
+}
+
+impl<K, V, S, T> fmt::Debug for Builder<K, V, S, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        f.debug_struct("Builder")
+            .field("tick", &s.tick)
+            .field("expire", &s.expire)
+            .field("custom_clock", &s.clock.is_some())
+            .field("manual", &s.manual)
+            .field("initial_capacity", &s.capacity)
+            .field("janitor_budget", &s.budget)
+            .field("max_bytes", &s.max_bytes)
+            .field("weigher", &s.weigher.is_some())
+            .field("on_expire", &s.on_expire.is_some())
+            .field("builds", &std::any::type_name::<T>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> ExpiringMap<K, V, ahash::RandomState>
+where
+    K: Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A map whose janitor thread runs every `tick` and drops entries idle for `expire`.
+    ///
+    /// Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when either is zero.
+    #[must_use = "a map that is not kept is dropped at once"]
+    pub fn new(tick: Duration, expire: Duration) -> Result<Self, Error> {
+        Builder::new(tick, expire).build()
+    }
+
+    /// A [`Builder`] for a map with a custom clock, manual mode, byte budget, weigher,
+    /// expiry listener, janitor budget or hasher.
+    pub fn builder(tick: Duration, expire: Duration) -> Builder<K, V> {
+        Builder::new(tick, expire)
+    }
+}
+
+impl DownloadBuffer {
+    /// A buffer whose janitor runs every `tick` and drops entries idle for `expire`.
+    ///
+    /// Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when either is zero.
+    #[must_use = "a buffer that is not kept is dropped at once"]
+    pub fn new(tick: Duration, expire: Duration) -> Result<DownloadBuffer, Error> {
+        DownloadBuffer::builder(tick, expire).build()
+    }
+
+    /// A [`Builder`] for a buffer with a custom clock, manual mode, byte budget, expiry
+    /// listener or janitor budget; finish it with [`build`](Builder::build).
+    pub fn builder(tick: Duration, expire: Duration) -> Builder<BufferId, Bytes, ahash::RandomState, DownloadBuffer> {
+        Builder::download_buffer(tick, expire)
+    }
+}
