@@ -26,6 +26,7 @@ declare -A CATCHER=(
     [finish_overwrites_touch]=set_touch
     [finish_forgets_successor]=set_set
     [time_cut_forgets_more_due]=test:engine_simulation
+    [budget_check_then_add]=budget
 )
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && mapfile -t variants < <(printf "%s\n" "${!CATCHER[@]}" | sort)

@@ -397,7 +397,10 @@ where
         let inserted = self.link(new, &guard, |found| {
             let needed = weight.saturating_sub(found.map_or(0, |old| old.weight));
             if needed > reserved {
-                if let Err(seen) = self.weights.try_add(needed - reserved) {
+                if let Err(mut seen) = self.weights.try_add(needed - reserved) {
+                    // What others hold: this call's own room (taken for an earlier attempt)
+                    // is given back on refusal.
+                    seen.held = seen.held.saturating_sub(reserved);
                     refused = Some(seen);
                     return false;
                 }

@@ -158,7 +158,9 @@ impl RwLockBuffer {
         if let Some(budget) = self.shared.max_bytes {
             let credit = state.map.get(&id).map_or(0, |slot| slot.data.len());
             let after = (state.bytes - credit).saturating_add(data.len());
-            if after > budget {
+            // Refused only if it would add bytes past the budget (a value no larger than the
+            // one it replaces always fits, even past a budget that `set` overran).
+            if after > budget && after > state.bytes {
                 let (held, asked) = (state.bytes, data.len());
                 drop(state);
                 return Err(Error::Full { budget, held, asked });

@@ -4,26 +4,34 @@
 //! To add an implementation, add one line at the bottom of this file:
 //!
 //! ```text
-//! conformance_suite!(module_name, |tick, expire| path::to::Impl::new(tick, expire));
+//! conformance_suite!(
+//!     module_name,
+//!     |tick, expire| path::to::Impl::new(tick, expire),
+//!     |tick, expire, max_bytes| /* the same with a byte budget */,
+//! );
 //! ```
 //!
-//! The expression gets `tick` and `expire` (both `Duration`) and must return
-//! `Result<impl Buffer + 'static, Error>`. Each test in the module calls a generic helper in
-//! `tests/conformance/suite.rs` that only uses `Buffer` trait methods; a new test goes there
-//! and gets one name in the list inside `conformance_suite!`.
+//! The first expression gets `tick` and `expire` (both `Duration`), the second also
+//! `max_bytes` (`usize`); both must return `Result<impl Buffer + 'static, Error>`. Each test
+//! in the module calls a generic helper in `tests/conformance/suite.rs` (the contract) or
+//! `tests/conformance/features.rs` (the operators' features) that only uses `Buffer` trait
+//! methods; a new test goes there and gets one name in a list inside `conformance_suite!`.
 //!
 //! Run it with `cargo test --test conformance`.
 //!
 //! [`Buffer`]: download_buffer::Buffer
 
 mod common;
+#[path = "conformance/features.rs"]
+mod features;
 #[path = "conformance/suite.rs"]
 mod suite;
 
 /// Expands to a module named `$name` holding one `#[test]` per generic test in `suite`,
 /// each building its buffers with the given `|tick, expire| ...` expression.
 macro_rules! conformance_suite {
-    ($name:ident, |$tick:ident, $expire:ident| $make:expr $(,)?) => {
+    ($name:ident, |$tick:ident, $expire:ident| $make:expr,
+     |$btick:ident, $bexpire:ident, $max_bytes:ident| $make_budgeted:expr $(,)?) => {
         mod $name {
             fn make(
                 $tick: std::time::Duration,
@@ -32,8 +40,35 @@ macro_rules! conformance_suite {
                 $make
             }
 
+            fn make_budgeted(
+                $btick: std::time::Duration,
+                $bexpire: std::time::Duration,
+                $max_bytes: usize,
+            ) -> Result<impl download_buffer::Buffer + 'static, download_buffer::Error> {
+                $make_budgeted
+            }
+
             conformance_tests! {
-                make;
+                features, make;
+                set_if_absent_stores_only_when_no_live_entry_has_the_id,
+                set_if_absent_race_has_exactly_one_winner_whose_value_is_stored,
+                peek_and_contains_key_do_not_extend_life,
+                clear_and_retain_leave_len_and_bytes_exact,
+                clear_is_weakly_consistent_with_concurrent_writers,
+                stats_count_what_happened,
+                stats_count_expirations_once_each,
+                stats_add_up_across_threads,
+            }
+
+            conformance_tests! {
+                features, make_budgeted;
+                try_set_refuses_past_the_budget_and_counts_replacements_by_difference,
+                expired_entries_give_their_bytes_back,
+                try_set_never_passes_the_budget_under_concurrent_writers,
+            }
+
+            conformance_tests! {
+                suite, make;
                 // Constructor and the basic calls.
                 rejects_zero_tick,
                 rejects_zero_expire,
@@ -66,13 +101,13 @@ macro_rules! conformance_suite {
     };
 }
 
-/// One `#[test] fn name() { suite::name(make) }` per listed name.
+/// One `#[test] fn name() { module::name(make) }` per listed name.
 macro_rules! conformance_tests {
-    ($make:ident; $($test:ident),* $(,)?) => {
+    ($module:ident, $make:ident; $($test:ident),* $(,)?) => {
         $(
             #[test]
             fn $test() {
-                crate::suite::$test($make)
+                crate::$module::$test($make)
             }
         )*
     };
@@ -114,5 +149,13 @@ mod ids {
     }
 }
 
-conformance_suite!(rwlock, |tick, expire| download_buffer::RwLockBuffer::new(tick, expire));
-conformance_suite!(lockfree, |tick, expire| download_buffer::DownloadBuffer::new(tick, expire));
+conformance_suite!(
+    rwlock,
+    |tick, expire| download_buffer::RwLockBuffer::new(tick, expire),
+    |tick, expire, max_bytes| download_buffer::RwLockBuffer::with_max_bytes(tick, expire, max_bytes),
+);
+conformance_suite!(
+    lockfree,
+    |tick, expire| download_buffer::DownloadBuffer::new(tick, expire),
+    |tick, expire, max_bytes| download_buffer::DownloadBuffer::builder(tick, expire).max_bytes(max_bytes).build(),
+);

@@ -59,6 +59,16 @@ pub fn raced_map<V: Clone + Send + Sync + 'static>() -> (Map<V>, LoomClock) {
     (map, clock)
 }
 
+/// A small manual-mode map (see [`builder`]) whose values weigh what they say, under a
+/// byte budget of `max_bytes`.
+pub fn budgeted_map(max_bytes: usize) -> Map<u64> {
+    builder(ManualClock::new())
+        .weigher(|weight: &u64| *weight as usize)
+        .max_bytes(max_bytes)
+        .build()
+        .expect("valid durations")
+}
+
 /// A small manual-mode map (see [`builder`]) and its clock.
 pub fn small_map<V: Clone + Send + Sync + 'static>() -> (Map<V>, ManualClock) {
     let clock = ManualClock::new();
