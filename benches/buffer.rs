@@ -164,6 +164,74 @@ fn pipeline(c: &mut Criterion) {
     group.finish();
 }
 
+/// The pipeline on one thread, the operators' features used: a byte budget (`try_set`), an
+/// expiry listener and `set_if_absent` as the forward step, against the plain calls on a
+/// buffer without them. (Unused, the features cost nothing: compare `pipeline/lockfree`
+/// across commits, docs/performance.md.)
+fn features(c: &mut Criterion) {
+    let mut group = c.benchmark_group("features_pipeline");
+    group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(2));
+    let payload = Bytes::from_static(&[7u8; 64]);
+    let plain = DownloadBuffer::new(JANITOR_TICK, EXPIRE).expect("valid durations");
+    let featured = DownloadBuffer::builder(JANITOR_TICK, EXPIRE)
+        .max_bytes(1 << 30)
+        .on_expire(|_, data| {
+            black_box(data.len());
+        })
+        .build()
+        .expect("valid durations");
+    let mut n = 0u64;
+    group.bench_function("plain: set, get, get, fetch_and_delete", |b| {
+        b.iter(|| {
+            n += 1;
+            let key = id(n);
+            plain.set(key, payload.clone());
+            black_box(plain.get(&key));
+            black_box(plain.get(&key));
+            black_box(plain.fetch_and_delete(&key).ok())
+        })
+    });
+    group.bench_function("budget + listener: try_set, get, get, fetch_and_delete", |b| {
+        b.iter(|| {
+            n += 1;
+            let key = id(n);
+            featured.try_set(key, payload.clone()).expect("within the budget");
+            black_box(featured.get(&key));
+            black_box(featured.get(&key));
+            black_box(featured.fetch_and_delete(&key).ok())
+        })
+    });
+    group.bench_function("budget + listener: set_if_absent, get, get, fetch_and_delete", |b| {
+        b.iter(|| {
+            n += 1;
+            let key = id(n);
+            assert!(featured.set_if_absent(key, payload.clone()));
+            black_box(featured.get(&key));
+            black_box(featured.get(&key));
+            black_box(featured.fetch_and_delete(&key).ok())
+        })
+    });
+    group.finish();
+    for resident in [10_000u64, 1_000_000] {
+        let mut group = c.benchmark_group(format!("stats_get_hit/{resident}"));
+        group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(2));
+        for counting in [true, false] {
+            let buffer =
+                DownloadBuffer::builder(JANITOR_TICK, EXPIRE).count_stats(counting).build().expect("valid durations");
+            fill(&buffer, resident);
+            let mut i = 0;
+            let name = if counting { "counting" } else { "not counting" };
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    i += 1;
+                    black_box(buffer.get(&id(pick(0, i, resident))))
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
 /// 90% get hits, 10% set (replacing), over 100 000 resident entries.
 fn mix_90_10(c: &mut Criterion) {
     const RESIDENT: u64 = 100_000;
@@ -265,5 +333,5 @@ fn len(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, get_hit, pipeline, mix_90_10, janitor_tick, expire_1m, len);
+criterion_group!(benches, get_hit, pipeline, features, mix_90_10, janitor_tick, expire_1m, len);
 criterion_main!(benches);

@@ -53,16 +53,22 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle, DownloadBuffer, Error, RwLockBuffer};
+use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle, DownloadBuffer, Error, RwLockBuffer, Stats};
 
-/// Builds a buffer from `(tick, expire)`.
-type Constructor = fn(Duration, Duration) -> Result<Box<dyn Buffer>, Error>;
+/// Builds a buffer from `(tick, expire, byte budget)`.
+type Constructor = fn(Duration, Duration, Option<usize>) -> Result<Box<dyn Buffer>, Error>;
 
 /// Every implementation the simulation can run, in table order; the first row is the baseline
 /// of the comparison's ratio column. A new implementation is one more row.
 const IMPLEMENTATIONS: &[(&str, Constructor)] = &[
-    ("rwlock", |tick, expire| boxed(RwLockBuffer::new(tick, expire))),
-    ("lockfree", |tick, expire| boxed(DownloadBuffer::new(tick, expire))),
+    ("rwlock", |tick, expire, max_bytes| match max_bytes {
+        Some(max_bytes) => boxed(RwLockBuffer::with_max_bytes(tick, expire, max_bytes)),
+        None => boxed(RwLockBuffer::new(tick, expire)),
+    }),
+    ("lockfree", |tick, expire, max_bytes| match max_bytes {
+        Some(max_bytes) => boxed(DownloadBuffer::builder(tick, expire).max_bytes(max_bytes).build()),
+        None => boxed(DownloadBuffer::new(tick, expire)),
+    }),
 ];
 
 fn boxed<B: Buffer + 'static>(built: Result<B, Error>) -> Result<Box<dyn Buffer>, Error> {
@@ -83,6 +89,8 @@ Flags:
   --threads N         concurrent client threads (1 to 256)               [default: 4]
   --tick-ms MS        janitor tick of every buffer, in milliseconds      [default: 15000]
   --expire-ms MS      idle time after which an entry expires, in ms      [default: 60000]
+  --max-bytes SIZE    byte budget of each replica's buffer: the primary takes a push with
+                      try_set and, when full, the client backs off and retries [default: 256MiB]
   --impl NAME         implementation to run; repeat or give a comma list [default: all]
   --help              print this help
 
@@ -98,7 +106,8 @@ to DIR/compare.md with a bar chart in DIR/compare.svg. About 30 s with the defau
   --out DIR           where compare.md and compare.svg go (created)      [default: target/compare]
   --tick-ms, --expire-ms  as above: the buffers of the get-hit (tick) rows, the pipeline and
                       the mix; the latency rows always use a 10 ms janitor and a 600 s expire.
-  The simulation's --chunks, --chunk-size, --replicas, --threads and --impl do not apply.
+  The simulation's --chunks, --chunk-size, --replicas, --threads, --max-bytes and --impl do
+  not apply.
 
 Flags take their value as the next argument or after '=' (--chunks=500).
 Exit status: 0 when every check passed, 1 when a check failed (or, with --compare, the run
@@ -110,6 +119,9 @@ const DEFAULT_CHUNKS: u64 = 2000;
 const DEFAULT_CHUNK_SIZE: usize = 1 << 20;
 const DEFAULT_REPLICAS: usize = 3;
 const DEFAULT_THREADS: usize = 4;
+const DEFAULT_MAX_BYTES: usize = 256 << 20;
+/// How long a client waits after a "busy" answer (`Error::Full`) before it pushes again.
+const BUSY_BACKOFF: Duration = Duration::from_micros(200);
 /// The chunkserver's janitor tick and expiry.
 const DEFAULT_TICK_MS: u64 = 15_000;
 const DEFAULT_EXPIRE_MS: u64 = 60_000;
@@ -203,6 +215,7 @@ struct Config {
     threads: usize,
     tick: Duration,
     expire: Duration,
+    max_bytes: usize,
     implementations: Vec<(&'static str, Constructor)>,
 }
 
@@ -221,6 +234,7 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
         threads: DEFAULT_THREADS,
         tick: Duration::from_millis(DEFAULT_TICK_MS),
         expire: Duration::from_millis(DEFAULT_EXPIRE_MS),
+        max_bytes: DEFAULT_MAX_BYTES,
         implementations: Vec::new(),
     };
     let mut compare_config = compare::CompareConfig {
@@ -299,6 +313,7 @@ const FLAGS: &[&str] = &[
     "--threads",
     "--tick-ms",
     "--expire-ms",
+    "--max-bytes",
     "--impl",
     "--seconds",
     "--latency-seconds",
@@ -307,7 +322,7 @@ const FLAGS: &[&str] = &[
 ];
 
 /// The flags only the simulation reads.
-const SIMULATION_FLAGS: &[&str] = &["--chunks", "--chunk-size", "--replicas", "--threads", "--impl"];
+const SIMULATION_FLAGS: &[&str] = &["--chunks", "--chunk-size", "--replicas", "--threads", "--max-bytes", "--impl"];
 
 /// The flags only `--compare` reads.
 const COMPARE_FLAGS: &[&str] = &["--seconds", "--latency-seconds", "--resident", "--out"];
@@ -343,6 +358,7 @@ fn apply_flag(config: &mut Config, flag: &str, value: &str) -> Result<(), String
         "--threads" => config.threads = parse_count(flag, value, MAX_THREADS as u64)? as usize,
         "--tick-ms" => config.tick = Duration::from_millis(parse_count(flag, value, u64::MAX)?),
         "--expire-ms" => config.expire = Duration::from_millis(parse_count(flag, value, u64::MAX)?),
+        "--max-bytes" => config.max_bytes = parse_size(flag, value)?,
         "--impl" => {
             for name in value.split(',').map(str::trim) {
                 let row = find_implementation(name)?;
@@ -447,20 +463,34 @@ struct WriteRequest {
 
 impl Replica {
     fn new(build: Constructor, config: &Config) -> Result<Replica, String> {
-        let buffer = build(config.tick, config.expire).map_err(|error| format!("cannot build the buffer: {error}"))?;
+        let buffer = build(config.tick, config.expire, Some(config.max_bytes))
+            .map_err(|error| format!("cannot build the buffer: {error}"))?;
         Ok(Replica { buffer, chunks: ChunkStore::new(config.chunks)? })
     }
 
-    /// The forward handler: "get; if absent, set" (two calls, as in the chunkserver). Returns
-    /// whether it stored the bytes, i.e. whether to forward them. Counts buffer calls in `ops`.
+    /// The client's push to the primary: `try_set` within the byte budget; while the buffer
+    /// is full ("busy"), the client backs off and pushes again. Counts buffer calls in `ops`
+    /// and busy answers in `busy`.
+    fn accept(&self, id: BufferId, data: &Bytes, ops: &mut u64, busy: &mut u64) {
+        loop {
+            *ops += 1;
+            match self.buffer.try_set(id, data.clone()) {
+                Ok(()) => return,
+                Err(Error::Full { .. }) => {
+                    *busy += 1;
+                    thread::sleep(BUSY_BACKOFF);
+                }
+                Err(other) => unreachable!("try_set only refuses for want of room: {other}"),
+            }
+        }
+    }
+
+    /// The forward handler of a secondary: `set_if_absent`, so that a push that arrived first
+    /// is never overwritten (a `get` then a `set` would race). Returns whether it stored the
+    /// bytes, i.e. whether to forward them. Counts buffer calls in `ops`.
     fn receive(&self, id: BufferId, data: &Bytes, ops: &mut u64) -> bool {
         *ops += 1;
-        if self.buffer.get(&id).is_some() {
-            return false;
-        }
-        *ops += 1;
-        self.buffer.set(id, data.clone());
-        true
+        self.buffer.set_if_absent(id, data.clone())
     }
 
     /// Applies a write from this replica's own buffer: take the bytes out, check them, and
@@ -488,6 +518,8 @@ impl Replica {
 struct ClientLog {
     chunks: u64,
     buffer_ops: u64,
+    /// Pushes the primary answered "busy" (its byte budget full).
+    busy: u64,
     /// The first few failures (all are counted).
     failures: Vec<String>,
     failure_count: u64,
@@ -540,7 +572,7 @@ fn write_chunk(chain: &[Replica], handle: ChunkHandle, size: usize, log: &mut Cl
         len: data.len(),
         checksum: checksum(&data),
     };
-    push(chain, request.id, &data, &mut log.buffer_ops);
+    push(chain, request.id, &data, log);
     drop(data); // From here on only the replicas' buffers hold the bytes.
 
     // The primary applies first; only if it succeeds does it tell the secondaries.
@@ -559,11 +591,13 @@ fn write_chunk(chain: &[Replica], handle: ChunkHandle, size: usize, log: &mut Cl
     request.checksum
 }
 
-/// The push: each replica receives the bytes and forwards them to the next, until one
-/// already has them or the chain ends.
-fn push(chain: &[Replica], id: BufferId, data: &Bytes, ops: &mut u64) {
-    for replica in chain {
-        if !replica.receive(id, data, ops) {
+/// The push: the primary accepts the bytes (waiting while its budget is full), and each
+/// replica forwards them to the next, until one already has them or the chain ends.
+fn push(chain: &[Replica], id: BufferId, data: &Bytes, log: &mut ClientLog) {
+    let Some((primary, secondaries)) = chain.split_first() else { return };
+    primary.accept(id, data, &mut log.buffer_ops, &mut log.busy);
+    for replica in secondaries {
+        if !replica.receive(id, data, &mut log.buffer_ops) {
             break;
         }
     }
@@ -624,6 +658,10 @@ struct Report {
     /// Bytes pushed along the chains: every chunk travels once to every replica.
     bytes_moved: u128,
     buffer_ops: u64,
+    /// Pushes the primary answered "busy".
+    busy: u64,
+    /// Each replica's buffer statistics at the end, primary first.
+    stats: Vec<Stats>,
     /// Every failed check (the first few failed writes spelled out, the rest counted); empty
     /// when all passed.
     problems: Vec<String>,
@@ -664,6 +702,7 @@ fn run_implementation(config: &Config, name: &'static str, build: Constructor) -
         problems.push(format!("... and {} more failed writes", failure_count - FAILURES_SHOWN as u64));
     }
     problems.extend(verify(&chain, &clients.sent));
+    let stats = chain.iter().map(|replica| replica.buffer.stats()).collect();
     for replica in &chain {
         replica.buffer.done();
     }
@@ -673,6 +712,8 @@ fn run_implementation(config: &Config, name: &'static str, build: Constructor) -
         chunks_written,
         bytes_moved: u128::from(chunks_written) * config.chunk_size as u128 * config.replicas as u128,
         buffer_ops: logs.iter().map(|log| log.buffer_ops).sum(),
+        busy: logs.iter().map(|log| log.busy).sum(),
+        stats,
         problems,
     })
 }
@@ -788,12 +829,21 @@ fn print_report(config: &Config, report: &Report) {
         report.elapsed.as_secs_f64()
     );
     println!(
-        "  {:.0} chunks/s, {:.0} MB/s, {:.0} buffer ops/s ({} calls of get, set, fetch_and_delete)",
+        "  {:.0} chunks/s, {:.0} MB/s, {:.0} buffer ops/s ({} calls of try_set, set_if_absent, fetch_and_delete)",
         report.chunks_per_second(),
         report.megabytes_per_second(),
         report.ops_per_second(),
         report.buffer_ops
     );
+    println!(
+        "  byte budget {} per buffer: the primary answered \"busy\" {}",
+        format_size(config.max_bytes),
+        counted(report.busy, "time", "times")
+    );
+    for (number, stats) in report.stats.iter().enumerate() {
+        let role = if number == 0 { "primary".to_string() } else { format!("secondary {number}") };
+        println!("  stats, {role}: {stats}");
+    }
     if report.problems.is_empty() {
         println!(
             "  verified: every buffer is empty; {} x {} hold the client's checksums",

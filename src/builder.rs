@@ -48,6 +48,7 @@ impl<K, V> Builder<K, V> {
                 weigher: None,
                 on_expire: None,
                 eager_release: |_| false,
+                count_stats: true,
             },
             builds: PhantomData,
         }
@@ -96,8 +97,10 @@ impl<K, V, S, T> Builder<K, V, S, T> {
 
     /// Gives each value a weight (its size in bytes, say), counted in
     /// [`Stats::bytes`](crate::Stats::bytes) and held to [`max_bytes`](Self::max_bytes). Asked
-    /// once per stored value, on the storing thread, before the value is published; it must
-    /// not depend on anything but the value. A [`DownloadBuffer`] weighs by length already.
+    /// on the storing thread before the value is published, and again when the value leaves
+    /// (entries do not store the weight), so it must give a value the same weight every time:
+    /// depend on nothing but the value (and not on interior mutability). Keep it cheap. A
+    /// [`DownloadBuffer`] weighs by length already.
     pub fn weigher(mut self, weigher: impl Fn(&V) -> usize + Send + Sync + 'static) -> Self {
         self.settings.weigher = Some(Box::new(weigher));
         self
@@ -126,6 +129,16 @@ impl<K, V, S, T> Builder<K, V, S, T> {
         self
     }
 
+    /// Whether to count hits, misses, inserts and removals for
+    /// [`stats`](ExpiringMap::stats) (on by default). Counting costs a `get` a load and a
+    /// store on a cache line its thread owns, about 20 instructions (docs/performance.md,
+    /// "The operators' features"); off, those four read 0 and the rest of the statistics
+    /// (expirations, entries, bytes) are still reported.
+    pub fn count_stats(mut self, on: bool) -> Self {
+        self.settings.count_stats = on;
+        self
+    }
+
     /// The same options, building something else.
     fn builds<T2>(self) -> Builder<K, V, S, T2> {
         Builder { settings: self.settings, builds: PhantomData }
@@ -147,6 +160,7 @@ impl<K, V, S> Builder<K, V, S, ExpiringMap<K, V, S>> {
             weigher,
             on_expire,
             eager_release,
+            count_stats,
         } = self.settings;
         Builder {
             settings: Settings {
@@ -161,6 +175,7 @@ impl<K, V, S> Builder<K, V, S, ExpiringMap<K, V, S>> {
                 weigher,
                 on_expire,
                 eager_release,
+                count_stats,
             },
             builds: PhantomData,
         }
@@ -227,6 +242,7 @@ impl<K, V, S, T> fmt::Debug for Builder<K, V, S, T> {
             .field("max_bytes", &s.max_bytes)
             .field("weigher", &s.weigher.is_some())
             .field("on_expire", &s.on_expire.is_some())
+            .field("count_stats", &s.count_stats)
             .field("builds", &std::any::type_name::<T>())
             .finish_non_exhaustive()
     }

@@ -10,7 +10,7 @@
 //! counters, `sum` reads every "in" before any "out", so it never exceeds the count at the
 //! instant between the two passes (see [`Counter::sum`]).
 
-use crate::sync::{thread_index, AtomicUsize, CachePadded, Ordering};
+use crate::sync::{thread_index, AtomicU64, AtomicUsize, CachePadded, Ordering};
 
 pub(crate) struct Counter {
     shards: Box<[CachePadded<Shard>]>,
@@ -24,12 +24,7 @@ struct Shard {
 
 impl Counter {
     pub(crate) fn new() -> Counter {
-        let shards = if cfg!(crossbeam_loom) {
-            2
-        } else {
-            let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
-            (cpus * 2).next_power_of_two().min(128)
-        };
+        let shards = if cfg!(crossbeam_loom) { 2 } else { shard_count() };
         Counter { shards: (0..shards).map(|_| CachePadded::new(Shard::default())).collect() }
     }
 
@@ -45,16 +40,6 @@ impl Counter {
     /// whole count.
     pub(crate) fn count_in(&self) -> usize {
         self.shard().counted_in.fetch_add(1, Ordering::SeqCst).wrapping_add(1)
-    }
-
-    /// Adds `amount` to the "in" side (bytes stored, say).
-    pub(crate) fn add_in(&self, amount: usize) {
-        self.shard().counted_in.fetch_add(amount, Ordering::SeqCst);
-    }
-
-    /// Adds `amount` to the "out" side (bytes released).
-    pub(crate) fn add_out(&self, amount: usize) {
-        self.shard().counted_out.fetch_add(amount, Ordering::SeqCst);
     }
 
     /// Counts an entry out, before the attempt to remove it: while the remover races, `len`
@@ -91,6 +76,70 @@ impl Counter {
         // It is negative while a remover that counted out early has yet to count back in.
         (counted_in.wrapping_sub(counted_out) as isize).max(0) as usize
     }
+}
+
+/// `N` statistics counters that only grow, striped over per-thread shards so that counting
+/// costs the hot path no atomic read-modify-write: each shard is claimed by the first thread
+/// that counts on it, which from then on adds with a plain load and store to counters only it
+/// writes; any other thread mapped to that shard adds to the shard's shared counters with
+/// `fetch_add`. Relaxed throughout: exact once the counting threads are done (and their
+/// effects visible), approximate while they run. Not for [`Counter`]'s bound on `len`.
+pub(crate) struct Striped<const N: usize> {
+    shards: Box<[CachePadded<StripedShard<N>>]>,
+}
+
+struct StripedShard<const N: usize> {
+    /// `thread_index() + 1` of the thread that owns `owned`; 0 while unclaimed.
+    owner: AtomicUsize,
+    /// Written by the owner only.
+    owned: [AtomicU64; N],
+    /// Written by the other threads mapped here, with `fetch_add`.
+    shared: [AtomicU64; N],
+}
+
+impl<const N: usize> Striped<N> {
+    pub(crate) fn new() -> Striped<N> {
+        let shards = if cfg!(crossbeam_loom) { 1 } else { shard_count() };
+        let shard = || {
+            CachePadded::new(StripedShard {
+                owner: AtomicUsize::new(0),
+                owned: std::array::from_fn(|_| AtomicU64::new(0)),
+                shared: std::array::from_fn(|_| AtomicU64::new(0)),
+            })
+        };
+        Striped { shards: (0..shards).map(|_| shard()).collect() }
+    }
+
+    /// Adds `amount` to counter `counter`.
+    #[inline]
+    pub(crate) fn add(&self, counter: usize, amount: u64) {
+        let me = thread_index();
+        let shard = &self.shards[me & (self.shards.len() - 1)];
+        let owner = shard.owner.load(Ordering::Relaxed);
+        let owns = owner == me + 1
+            || (owner == 0 && shard.owner.compare_exchange(0, me + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok());
+        if owns {
+            // Only this thread writes `owned`: a load and a store lose nothing.
+            let slot = &shard.owned[counter];
+            slot.store(slot.load(Ordering::Relaxed).wrapping_add(amount), Ordering::Relaxed);
+        } else {
+            shard.shared[counter].fetch_add(amount, Ordering::Relaxed);
+        }
+    }
+
+    /// Counter `counter`, summed over the shards.
+    pub(crate) fn sum(&self, counter: usize) -> u64 {
+        self.shards.iter().fold(0u64, |sum, shard| {
+            sum.wrapping_add(shard.owned[counter].load(Ordering::Relaxed))
+                .wrapping_add(shard.shared[counter].load(Ordering::Relaxed))
+        })
+    }
+}
+
+/// Shards per counter: twice the CPUs, a power of two, at most 128.
+fn shard_count() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+    (cpus * 2).next_power_of_two().min(128)
 }
 
 #[cfg(all(test, not(crossbeam_loom)))]
@@ -131,6 +180,24 @@ mod tests {
         });
         assert!(seen <= 1, "len read {seen} while one key was held");
         assert_eq!(counter.sum(), 1, "at rest");
+    }
+
+    #[test]
+    fn striped_counts_add_up_whoever_owns_the_shards() {
+        let counts: Striped<2> = Striped::new();
+        std::thread::scope(|scope| {
+            // More threads than shards: some share a shard with its owner.
+            for _ in 0..3 * counts.shards.len() {
+                scope.spawn(|| {
+                    for _ in 0..1000 {
+                        counts.add(0, 1);
+                        counts.add(1, 3);
+                    }
+                });
+            }
+        });
+        let threads = 3 * counts.shards.len() as u64;
+        assert_eq!((counts.sum(0), counts.sum(1)), (1000 * threads, 3000 * threads));
     }
 
     #[test]

@@ -112,6 +112,7 @@ pub(crate) struct Settings<K, V, S> {
     pub(crate) weigher: Option<Weigher<V>>,
     pub(crate) on_expire: Option<Listener<K, V>>,
     pub(crate) eager_release: fn(&V) -> bool,
+    pub(crate) count_stats: bool,
 }
 
 impl<K, V, S> ExpiringMap<K, V, S>
@@ -139,7 +140,7 @@ where
             scale,
             clock,
             weights: Weights::new(settings.weigher, settings.max_bytes),
-            tally: Tally::new(),
+            tally: Tally::new(settings.count_stats),
             on_expire: settings.on_expire,
         });
         let ticker = if settings.manual {
@@ -327,7 +328,7 @@ where
         // Once the janitor is gone, nobody takes entries from the intake: they count as
         // taken already, so their unlinker retires them (see `Table::unlink`).
         let janitor_gone = self.table.janitor_gone();
-        let entry = new_entry(new.key, new.value, new.hash, new.weight, Life::new(deadline, janitor_gone));
+        let entry = new_entry(new.key, new.value, new.hash, Life::new(deadline, janitor_gone));
         // SAFETY: a fresh `Box::into_raw` entry, unpublished, keyed with `self.table`'s hash.
         let inserted = unsafe { self.table.insert(entry, guard, admit) };
         if let Inserted::Refused = inserted {
@@ -360,7 +361,7 @@ where
         self.weights.add(new.weight);
         let guard = epoch::pin();
         if let Inserted::Replaced(old) = self.link(new, &guard, |_| true) {
-            self.weights.release(old.weight);
+            self.release_weight(old);
         }
     }
 
@@ -376,7 +377,7 @@ where
         match self.link(new, &guard, |found| found.is_none_or(|old| old.life.kill_if_dead(now))) {
             Inserted::New => true,
             Inserted::Replaced(old) => {
-                self.weights.release(old.weight);
+                self.release_weight(old);
                 true
             }
             Inserted::Refused => {
@@ -395,7 +396,7 @@ where
         let mut refused = None;
         let guard = epoch::pin();
         let inserted = self.link(new, &guard, |found| {
-            let needed = weight.saturating_sub(found.map_or(0, |old| old.weight));
+            let needed = weight.saturating_sub(found.map_or(0, |old| self.weight_of(old)));
             if needed > reserved {
                 if let Err(mut seen) = self.weights.try_add(needed - reserved) {
                     // What others hold: this call's own room (taken for an earlier attempt)
@@ -415,7 +416,7 @@ where
             Inserted::Replaced(old) => {
                 // Counted so far: `reserved` on top of the old entry's weight, which is at
                 // least `weight`; the rest goes back now that the old entry is gone.
-                self.weights.release(reserved + old.weight - weight);
+                self.weights.release((reserved + self.weight_of(old)).saturating_sub(weight));
                 Ok(())
             }
             Inserted::Refused => {
@@ -430,6 +431,9 @@ where
         // The time first: read before the lookup, the counter's latency overlaps the
         // lookup's cache misses (read after it, a get over 1 M entries took ~40 ns more).
         let now = self.now();
+        // Counted before the lookup, which it does not depend on: it runs in the shadow of
+        // the lookup's cache misses (hits are lookups less misses).
+        self.tally.lookup();
         let guard = epoch::pin();
         let hash = self.table.hash(key);
         loop {
@@ -439,7 +443,6 @@ where
             };
             match entry.life.touch(now, &self.scale) {
                 Touch::Live => {
-                    self.tally.hit();
                     // SAFETY: pinned by `guard`, and `entry` was found through the table.
                     return Some(unsafe { entry.value() }.clone());
                 }
@@ -468,9 +471,23 @@ where
     fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> bool {
         let removed = self.table.remove(entry, guard);
         if removed {
-            self.weights.release(entry.weight);
+            self.release_weight(entry);
         }
         removed
+    }
+
+    /// The weight of `entry`'s value, asked again of the weigher (entries do not store it:
+    /// 8 bytes more would put a `DownloadBuffer` entry in the next malloc size class).
+    /// The caller is pinned and reached the entry through the table or the wheel.
+    fn weight_of(&self, entry: &Entry<K, V>) -> usize {
+        // SAFETY: pinned (the caller's contract), and the value is dropped only after an
+        // unlink and the grace period that follows it.
+        self.weights.weigh(unsafe { entry.value() })
+    }
+
+    /// Counts out the weight of `entry`, which this call removed.
+    fn release_weight(&self, entry: &Entry<K, V>) {
+        self.weights.release(self.weight_of(entry));
     }
 
     fn delete(&self, key: &K) -> bool {

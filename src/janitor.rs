@@ -516,7 +516,8 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
         Claim::Expired => {
             report.expired += 1;
             if table.remove(entry, guard) {
-                weights.release(entry.weight);
+                // SAFETY: reached through the wheel while pinned; its value lives until the pin ends.
+                weights.release(weights.weigh(unsafe { entry.value() }));
             }
             if let Some(expired) = expired {
                 // SAFETY: reached through the wheel while pinned by `guard`; removed just now
@@ -528,7 +529,8 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
         // remove it as garbage (not an expiry); whichever mark wins counts the weight out.
         Claim::Dead => {
             if table.remove(entry, guard) {
-                weights.release(entry.weight);
+                // SAFETY: as above.
+                weights.release(weights.weigh(unsafe { entry.value() }));
             }
         }
     }

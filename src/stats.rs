@@ -1,15 +1,17 @@
 //! [`Stats`]: what a map has done, counted in per-thread shards so that counting costs a
-//! hit one uncontended increment on a cache line its thread owns.
+//! hit a plain load and store on a cache line its thread owns.
 
 use std::fmt;
 
-use crate::sync::{thread_index, AtomicU64, CachePadded, Ordering};
+use crate::counter::Striped;
 
 /// A snapshot of a map's counters ([`ExpiringMap::stats`](crate::ExpiringMap::stats),
 /// [`DownloadBuffer::stats`](crate::DownloadBuffer::stats)).
 ///
 /// Each counter is exact when no call runs concurrently; while calls run, each is read at
-/// its own instant (the fields are not one atomic snapshot).
+/// its own instant (the fields are not one atomic snapshot). On by default; a map built
+/// with [`Builder::count_stats`](crate::Builder::count_stats)`(false)` counts no hits,
+/// misses, inserts or removals (they read 0), and still reports the rest.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -49,19 +51,17 @@ impl fmt::Display for Stats {
     }
 }
 
-/// The counters callers bump, one cache-padded shard per thread (shared when there are
-/// more threads than shards, which the atomic increments allow).
+/// The counters callers bump: striped per thread, so that a hit costs a plain load and
+/// store on a cache line its thread owns (see [`Striped`]); none at all when the map was
+/// built with [`Builder::count_stats`](crate::Builder::count_stats)`(false)`.
 pub(crate) struct Tally {
-    shards: Box<[CachePadded<Shard>]>,
+    counts: Option<Striped<4>>,
 }
 
-#[derive(Default)]
-struct Shard {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    inserts: AtomicU64,
-    removals: AtomicU64,
-}
+const LOOKUPS: usize = 0;
+const MISSES: usize = 1;
+const INSERTS: usize = 2;
+const REMOVALS: usize = 3;
 
 /// The caller counts of a [`Tally`], summed over its shards.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,50 +73,49 @@ pub(crate) struct Totals {
 }
 
 impl Tally {
-    pub(crate) fn new() -> Tally {
-        let shards = if cfg!(crossbeam_loom) {
-            1
-        } else {
-            let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
-            (cpus * 2).next_power_of_two().min(128)
-        };
-        Tally { shards: (0..shards).map(|_| CachePadded::new(Shard::default())).collect() }
+    pub(crate) fn new(counting: bool) -> Tally {
+        Tally { counts: counting.then(Striped::new) }
     }
 
     #[inline]
-    fn shard(&self) -> &Shard {
-        &self.shards[thread_index() & (self.shards.len() - 1)]
+    fn add(&self, counter: usize) {
+        if let Some(counts) = &self.counts {
+            counts.add(counter, 1);
+        }
     }
 
-    // Relaxed: these are statistics; nothing is ordered by them.
-
+    /// A `get` began (it is a hit unless it also counts a miss).
     #[inline]
-    pub(crate) fn hit(&self) {
-        self.shard().hits.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn lookup(&self) {
+        self.add(LOOKUPS);
     }
 
     #[inline]
     pub(crate) fn miss(&self) {
-        self.shard().misses.fetch_add(1, Ordering::Relaxed);
+        self.add(MISSES);
     }
 
     #[inline]
     pub(crate) fn insert(&self) {
-        self.shard().inserts.fetch_add(1, Ordering::Relaxed);
+        self.add(INSERTS);
     }
 
     #[inline]
     pub(crate) fn removal(&self) {
-        self.shard().removals.fetch_add(1, Ordering::Relaxed);
+        self.add(REMOVALS);
     }
 
     pub(crate) fn totals(&self) -> Totals {
-        self.shards.iter().fold(Totals::default(), |sum, shard| Totals {
-            hits: sum.hits + shard.hits.load(Ordering::Relaxed),
-            misses: sum.misses + shard.misses.load(Ordering::Relaxed),
-            inserts: sum.inserts + shard.inserts.load(Ordering::Relaxed),
-            removals: sum.removals + shard.removals.load(Ordering::Relaxed),
-        })
+        let Some(counts) = &self.counts else { return Totals::default() };
+        // Misses first: a get counted between the two reads then makes `hits` one high at
+        // worst for the moment, never wraps it.
+        let misses = counts.sum(MISSES);
+        Totals {
+            hits: counts.sum(LOOKUPS).saturating_sub(misses),
+            misses,
+            inserts: counts.sum(INSERTS),
+            removals: counts.sum(REMOVALS),
+        }
     }
 }
 
@@ -126,20 +125,29 @@ mod tests {
 
     #[test]
     fn counts_from_many_threads_add_up() {
-        let tally = Tally::new();
+        let tally = Tally::new(true);
         std::thread::scope(|scope| {
             for _ in 0..8 {
                 scope.spawn(|| {
                     for _ in 0..1000 {
-                        tally.hit();
+                        tally.lookup();
                         tally.insert();
                     }
+                    tally.lookup();
                     tally.miss();
                     tally.removal();
                 });
             }
         });
         assert_eq!(tally.totals(), Totals { hits: 8000, misses: 8, inserts: 8000, removals: 8 });
+    }
+
+    #[test]
+    fn a_tally_turned_off_counts_nothing() {
+        let tally = Tally::new(false);
+        tally.lookup();
+        tally.insert();
+        assert_eq!(tally.totals(), Totals::default());
     }
 
     #[test]

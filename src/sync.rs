@@ -51,13 +51,27 @@ pub(crate) use crossbeam_utils::CachePadded;
 
 /// A small per-thread number used to pick a counter shard or an intake stripe, so that
 /// threads spread over them without any shared write.
+///
+/// A const-initialized `Cell` without a destructor, so that the thread-local is a plain
+/// `#[thread_local]` slot: reading it is one load (a lazily initialized one costs a state
+/// check and a call, on every hit's statistics).
 #[cfg(not(crossbeam_loom))]
+#[inline]
 pub(crate) fn thread_index() -> usize {
+    use std::cell::Cell;
+    const UNSET: usize = usize::MAX;
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     std::thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        static INDEX: Cell<usize> = const { Cell::new(UNSET) };
     }
-    INDEX.with(|index| *index)
+    INDEX.with(|index| {
+        let mut value = index.get();
+        if value == UNSET {
+            value = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            index.set(value);
+        }
+        value
+    })
 }
 
 /// Under loom: numbered by a counter that loom resets with every execution, so that the

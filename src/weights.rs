@@ -1,18 +1,25 @@
 //! The weight of what a map holds (bytes, for a download buffer), and the byte budget that
 //! `try_set` keeps it under.
 //!
-//! Every entry carries the weight its weigher gave it when it was made. The counter counts
-//! a weight *in* before the entry is published and *out* after the entry is gone (by the
-//! call that removed it: the one whose mark won, or the set that replaced it), so it never
-//! reads below the weight the table holds. With a budget it is one atomic word, and a
+//! The weigher is asked about a value when it is stored and again when it leaves (entries
+//! do not store the weight: it would cost a `DownloadBuffer` entry a malloc size class), so
+//! it must give one value the same weight every time. The counter counts a weight *in*
+//! before the entry is published and *out* after the entry is gone (by the call that
+//! removed it: the one whose mark won, or the set that replaced it), so it never reads
+//! below the weight the table holds. With a budget it is one atomic word, and a
 //! `try_set` adds to it only by a compare-and-swap that checks the sum against the budget:
 //! however writers race, the counter (and so the weight held) never exceeds the budget.
-//! Without one it is a sharded counter, which costs a writer no shared cache line.
+//! Without one it is a pair of striped counters (bytes in, bytes out), which cost a writer
+//! no atomic read-modify-write and no shared cache line.
 
 use std::fmt;
 
-use crate::counter::Counter;
+use crate::counter::Striped;
 use crate::sync::{AtomicUsize, Ordering};
+
+/// The two counters of [`Held::Sharded`].
+const IN: usize = 0;
+const OUT: usize = 1;
 
 /// Gives a value its weight.
 pub(crate) type Weigher<V> = Box<dyn Fn(&V) -> usize + Send + Sync>;
@@ -24,8 +31,9 @@ pub(crate) struct Weights<V> {
 }
 
 enum Held {
-    /// No budget: summed over shards on read.
-    Sharded(Counter),
+    /// No budget: bytes in and bytes out, summed over per-thread shards on read (a statistic:
+    /// exact at rest, approximate while writers run).
+    Sharded(Striped<2>),
     /// A budget of `max`: one word, added to only by checked CAS (or unchecked by `set`).
     Budget { max: usize, held: AtomicUsize },
 }
@@ -41,7 +49,7 @@ impl<V> Weights<V> {
     pub(crate) fn new(weigher: Option<Weigher<V>>, max: Option<usize>) -> Weights<V> {
         let held = match max {
             Some(max) => Held::Budget { max, held: AtomicUsize::new(0) },
-            None => Held::Sharded(Counter::new()),
+            None => Held::Sharded(Striped::new()),
         };
         Weights { weigher, held }
     }
@@ -68,7 +76,7 @@ impl<V> Weights<V> {
             return;
         }
         match &self.held {
-            Held::Sharded(counter) => counter.add_in(weight),
+            Held::Sharded(counts) => counts.add(IN, weight as u64),
             Held::Budget { held, .. } => {
                 held.fetch_add(weight, Ordering::AcqRel);
             }
@@ -81,8 +89,8 @@ impl<V> Weights<V> {
             return Ok(());
         }
         let (max, held) = match &self.held {
-            Held::Sharded(counter) => {
-                counter.add_in(weight);
+            Held::Sharded(counts) => {
+                counts.add(IN, weight as u64);
                 return Ok(());
             }
             Held::Budget { max, held } => (*max, held),
@@ -116,9 +124,12 @@ impl<V> Weights<V> {
             return;
         }
         match &self.held {
-            Held::Sharded(counter) => counter.add_out(weight),
+            Held::Sharded(counts) => counts.add(OUT, weight as u64),
             Held::Budget { held, .. } => {
-                held.fetch_sub(weight, Ordering::AcqRel);
+                // Saturating: a weigher that broke its contract (a larger weight on the way
+                // out) must not wrap the word round and refuse everything for good.
+                let _ =
+                    held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |seen| Some(seen.saturating_sub(weight)));
             }
         }
     }
@@ -126,7 +137,8 @@ impl<V> Weights<V> {
     /// The weight held (see the module documentation for what it counts under concurrency).
     pub(crate) fn held(&self) -> usize {
         match &self.held {
-            Held::Sharded(counter) => counter.sum(),
+            // Every "out" follows its "in", but the sums are read one shard at a time.
+            Held::Sharded(counts) => counts.sum(IN).saturating_sub(counts.sum(OUT)) as usize,
             Held::Budget { held, .. } => held.load(Ordering::Acquire),
         }
     }

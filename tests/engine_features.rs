@@ -330,3 +330,20 @@ fn zero_durations_are_still_refused_by_every_builder() {
     let buffer = download_buffer::DownloadBuffer::builder(TICK, Duration::ZERO).max_bytes(10).build();
     assert_eq!(buffer.err(), Some(Error::ZeroDuration { parameter: "expire" }));
 }
+
+#[test]
+fn a_map_built_without_counting_reports_only_what_it_holds_and_what_expired() {
+    let clock = ManualClock::new();
+    let map: ExpiringMap<u64, u64> =
+        Builder::new(TICK, EXPIRE).clock(clock.clone()).manual().count_stats(false).build().expect("valid durations");
+    map.set(1, 1);
+    map.set(2, 2);
+    assert_eq!(map.get(&1), Some(1));
+    assert_eq!(map.get(&3), None);
+    assert_eq!(map.fetch_and_delete(&1), Some(1));
+    clock.advance(EXPIRE);
+    run_until_done(&map);
+    let stats = map.stats();
+    assert_eq!((stats.hits, stats.misses, stats.inserts, stats.removals), (0, 0, 0, 0), "{stats:?}");
+    assert_eq!((stats.expirations, stats.entries), (1, 0), "{stats:?}");
+}

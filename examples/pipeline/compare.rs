@@ -171,7 +171,7 @@ struct Contender {
 
 impl Contender {
     fn build(&self, tick: Duration, expire: Duration) -> Result<Box<dyn Buffer>, String> {
-        (self.build)(tick, expire).map_err(|error| format!("{}: cannot build the buffer: {error}", self.name))
+        (self.build)(tick, expire, None).map_err(|error| format!("{}: cannot build the buffer: {error}", self.name))
     }
 
     /// The tick that makes the janitor run every `period`.

@@ -72,9 +72,6 @@ pub(crate) struct Entry<K, V> {
     pub(crate) key: K,
     /// Dropped on its own, before the rest of the entry (see `crate::reclaim`).
     value: UnsafeCell<ManuallyDrop<V>>,
-    /// What the map's weigher gave the value (bytes, for a download buffer), counted out
-    /// by whoever removes the entry (see `crate::weights`).
-    pub(crate) weight: usize,
     /// The next entry in whichever intake stack holds this entry: first the janitor's
     /// intake of new entries, later (once `TAKEN`) the table's intake of unlinked ones.
     pub(crate) intake_next: AtomicPtr<Entry<K, V>>,
@@ -84,12 +81,11 @@ pub(crate) struct Entry<K, V> {
 
 impl<K, V> Entry<K, V> {
     /// A new, unpublished entry.
-    pub(crate) fn new(so_key: u64, key: K, value: V, weight: usize, life: Life) -> Entry<K, V> {
+    pub(crate) fn new(so_key: u64, key: K, value: V, life: Life) -> Entry<K, V> {
         Entry {
             link: Link::new(so_key),
             life,
             key,
-            weight,
             value: UnsafeCell::new(ManuallyDrop::new(value)),
             intake_next: AtomicPtr::new(ptr::null_mut()),
             timer: UnsafeCell::new(TimerLinks::new()),

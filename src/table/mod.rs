@@ -528,9 +528,9 @@ impl<K, V, S> Drop for Table<K, V, S> {
     }
 }
 
-/// Makes an unpublished entry for `key` with `hash`, `weight` and initial `life` word.
-pub(crate) fn new_entry<K, V>(key: K, value: V, hash: u64, weight: usize, life: Life) -> *mut Entry<K, V> {
-    Box::into_raw(Box::new(Entry::new(entry_key(hash), key, value, weight, life)))
+/// Makes an unpublished entry for `key` with `hash` and initial `life` word.
+pub(crate) fn new_entry<K, V>(key: K, value: V, hash: u64, life: Life) -> *mut Entry<K, V> {
+    Box::into_raw(Box::new(Entry::new(entry_key(hash), key, value, life)))
 }
 
 #[cfg(test)]

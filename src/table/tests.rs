@@ -42,7 +42,7 @@ fn set_untaken<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64)
 
 fn insert_with_life<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64, taken: bool) -> bool {
     let guard = epoch::pin();
-    let entry = new_entry(key, value, table.hash(&key), 0, Life::new(0, taken));
+    let entry = new_entry(key, value, table.hash(&key), Life::new(0, taken));
     // SAFETY: a fresh, unpublished entry keyed with the table's hash.
     matches!(unsafe { table.insert(entry, &guard, |_| true) }, Inserted::Replaced(_))
 }
