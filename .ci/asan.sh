@@ -37,5 +37,6 @@ cargo test -p download-buffer --target "$target" \
     --test engine_janitor_thread \
     --test engine_simulation \
     --test engine_drain \
+    --test engine_features \
     --test timing \
     "$@"

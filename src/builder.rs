@@ -130,10 +130,11 @@ impl<K, V, S, T> Builder<K, V, S, T> {
     }
 
     /// Whether to count hits, misses, inserts and removals for
-    /// [`stats`](ExpiringMap::stats) (on by default). Counting costs a `get` a load and a
-    /// store on a cache line its thread owns, about 20 instructions (docs/performance.md,
-    /// "The operators' features"); off, those four read 0 and the rest of the statistics
-    /// (expirations, entries, bytes) are still reported.
+    /// [`stats`](ExpiringMap::stats), and (without a byte budget) the bytes held: on by
+    /// default. Counting costs a `get` a load and a store on a cache line its thread owns,
+    /// about 25 instructions (docs/performance.md, "The operators' features"). Off, those
+    /// read 0 (the bytes too, unless a budget counts them), and expirations and entries are
+    /// still reported.
     pub fn count_stats(mut self, on: bool) -> Self {
         self.settings.count_stats = on;
         self

@@ -139,7 +139,11 @@ where
             janitor: Janitor::new(levels_for(scale.expire_ticks.saturating_add(2)), now, settings.budget),
             scale,
             clock,
-            weights: Weights::new(settings.weigher, settings.max_bytes),
+            // Without a budget the weights only feed the statistics: not counted if they are off.
+            weights: Weights::new(
+                settings.weigher.filter(|_| settings.max_bytes.is_some() || settings.count_stats),
+                settings.max_bytes,
+            ),
             tally: Tally::new(settings.count_stats),
             on_expire: settings.on_expire,
         });
@@ -181,7 +185,7 @@ where
         self.core.set_if_absent(key, value)
     }
 
-    /// [`set`](Self::set) within the byte budget ([`Builder::max_bytes`]): refuses with
+    /// [`set`](Self::set) within the byte budget ([`Builder::max_bytes`](crate::Builder::max_bytes)): refuses with
     /// [`Error::Full`] (naming the budget, the bytes held and the bytes asked) when storing
     /// would take the weight held past the budget; a replacement needs room only for the
     /// difference. Never evicts anything. Without a budget it always stores.
@@ -248,7 +252,7 @@ where
         self.core.stats()
     }
 
-    /// The byte budget, if [`Builder::max_bytes`] set one.
+    /// The byte budget, if [`Builder::max_bytes`](crate::Builder::max_bytes) set one.
     pub fn max_bytes(&self) -> Option<usize> {
         self.core.weights.max()
     }

@@ -31,7 +31,7 @@
 //! assert!(buffer.is_empty());
 //! # Ok::<(), download_buffer::Error>(())
 //! ```
-#![warn(missing_docs)]
+#![warn(missing_docs, missing_debug_implementations)]
 #![cfg_attr(doctest, doc = include_str!("../README.md"))]
 
 mod buffer;

@@ -11,7 +11,8 @@ use crate::counter::Striped;
 /// Each counter is exact when no call runs concurrently; while calls run, each is read at
 /// its own instant (the fields are not one atomic snapshot). On by default; a map built
 /// with [`Builder::count_stats`](crate::Builder::count_stats)`(false)` counts no hits,
-/// misses, inserts or removals (they read 0), and still reports the rest.
+/// misses, inserts or removals, nor bytes unless it has a byte budget (they read 0), and
+/// still reports expirations and entries.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {

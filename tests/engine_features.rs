@@ -346,4 +346,19 @@ fn a_map_built_without_counting_reports_only_what_it_holds_and_what_expired() {
     let stats = map.stats();
     assert_eq!((stats.hits, stats.misses, stats.inserts, stats.removals), (0, 0, 0, 0), "{stats:?}");
     assert_eq!((stats.expirations, stats.entries), (1, 0), "{stats:?}");
+    // Bytes: not counted without a budget; counted (by the budget) with one.
+    let buffer = download_buffer::DownloadBuffer::builder(TICK, EXPIRE).manual().count_stats(false).build().unwrap();
+    buffer.set(download_buffer::BufferId::new(download_buffer::ChunkHandle(1)), vec![0u8; 10].into());
+    assert_eq!(buffer.stats().bytes, 0);
+    let budgeted = download_buffer::DownloadBuffer::builder(TICK, EXPIRE)
+        .manual()
+        .count_stats(false)
+        .max_bytes(100)
+        .build()
+        .unwrap();
+    assert_eq!(
+        budgeted.try_set(download_buffer::BufferId::new(download_buffer::ChunkHandle(1)), vec![0u8; 10].into()),
+        Ok(())
+    );
+    assert_eq!(budgeted.stats().bytes, 10);
 }
