@@ -114,7 +114,10 @@ impl<K, V, S, T> Builder<K, V, S, T> {
     /// outside any epoch pin, so it may take its time and call into the map; while it runs,
     /// no other janitor run starts. A panic in it is contained and counted
     /// ([`JanitorStats::listener_panics`](crate::JanitorStats::listener_panics)); the
-    /// other entries of the run are still expired and reported.
+    /// other entries of the run are still expired and reported. Since the listener hears of
+    /// a run's expiries after the run removed them, `len` can read 0 (and
+    /// [`Stats::expirations`](crate::Stats::expirations) the full count) just before the
+    /// listener has heard of the last ones.
     pub fn on_expire(mut self, listener: impl Fn(&K, &V) + Send + Sync + 'static) -> Self {
         self.settings.on_expire = Some(Box::new(listener));
         self

@@ -123,6 +123,7 @@ pub(crate) struct Janitor<K, V> {
     wheel: UnsafeCell<Wheel<Entry<K, V>>>,
     budget: usize,
     runs: AtomicU64,
+    /// Written only by the run holding the try-lock, one claim at a time.
     expired: AtomicU64,
     retired: AtomicU64,
     listener_panics: AtomicU64,
@@ -230,7 +231,6 @@ where
             let wheel = unsafe { &mut *wheel };
             let report = self.run_locked(wheel, parts);
             self.runs.fetch_add(1, Ordering::Relaxed);
-            self.expired.fetch_add(report.expired as u64, Ordering::Relaxed);
             self.retired.fetch_add(report.retired as u64, Ordering::Relaxed);
             report
         })
@@ -277,7 +277,19 @@ where
             // SAFETY: handed-out entries are alive: an entry is freed only after its janitor
             // side lets go, which happens only once it is off the wheel and handled here (the
             // unlinked intake is taken only before and after this loop).
-            unsafe { expire_or_refile(wheel, entry, now, table, weights, &guard, &mut report, expired.as_mut()) };
+            unsafe {
+                expire_or_refile(
+                    wheel,
+                    entry,
+                    now,
+                    table,
+                    weights,
+                    &guard,
+                    &mut report,
+                    &self.expired,
+                    expired.as_mut(),
+                )
+            };
         }));
         if let Err(panic) = handled {
             drop(guard);
@@ -487,7 +499,7 @@ fn take_unlinked<K, V, S>(wheel: &mut Wheel<Entry<K, V>>, table: &Table<K, V, S>
 /// a panicking `clone` then strands nothing; the value lives until this run unpins).
 ///
 /// # Safety
-/// `timer` is a live entry on no wheel list.
+/// `timer` is a live entry on no wheel list; the caller holds the janitor's try-lock.
 #[allow(clippy::too_many_arguments)]
 unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::BuildHasher>(
     wheel: &mut Wheel<Entry<K, V>>,
@@ -497,6 +509,7 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
     weights: &Weights<V>,
     guard: &Guard,
     report: &mut JanitorRun,
+    expired_total: &AtomicU64,
     expired: Option<&mut Expired<K, V>>,
 ) {
     // SAFETY: the caller guarantees the entry is alive.
@@ -515,6 +528,10 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
         // `fetch_and_delete` or `set` marked it first, they did.
         Claim::Expired => {
             report.expired += 1;
+            // Counted before the removal, so that whoever sees the entry gone sees it counted
+            // (`Stats::expirations` against `len`). Only the run holding the try-lock writes
+            // the total: a load and a store.
+            expired_total.store(expired_total.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
             if table.remove(entry, guard) {
                 // SAFETY: reached through the wheel while pinned; its value lives until the pin ends.
                 weights.release(weights.weigh(unsafe { entry.value() }));
