@@ -299,6 +299,13 @@ fn parse_args(args: impl IntoIterator<Item = OsString>) -> Result<Parsed, String
     if let Some(flag) = given.iter().find(|flag| COMPARE_FLAGS.contains(&flag.as_str())) {
         return Err(format!("{flag} applies only with --compare"));
     }
+    if config.chunk_size > config.max_bytes {
+        return Err(format!(
+            "--chunk-size ({}) exceeds --max-bytes ({}): the primary could never take a push",
+            format_size(config.chunk_size),
+            format_size(config.max_bytes)
+        ));
+    }
     if config.implementations.is_empty() {
         config.implementations = IMPLEMENTATIONS.to_vec();
     }

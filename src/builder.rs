@@ -108,9 +108,10 @@ impl<K, V, S, T> Builder<K, V, S, T> {
 
     /// Calls `listener` once for each entry the janitor expires, with the key and the value
     /// that expired: never for values deleted, consumed, replaced or cleared, nor for an
-    /// entry past its deadline that a call replaced or removed before the janitor came (see
-    /// [`Stats::expirations`](crate::Stats::expirations)). It runs on the janitor's thread
-    /// (in manual mode, the thread calling `run_janitor`), after the run's removals and
+    /// entry past its deadline that a call replaced or removed before the janitor claimed it
+    /// (see [`Stats::expirations`](crate::Stats::expirations)). It runs on the thread that
+    /// makes the janitor run (the janitor thread, or whoever calls `run_janitor`: in manual
+    /// mode, the embedder), after the run's removals and
     /// outside any epoch pin, so it may take its time and call into the map; while it runs,
     /// no other janitor run starts. A panic in it is contained and counted
     /// ([`JanitorStats::listener_panics`](crate::JanitorStats::listener_panics)); the
@@ -134,8 +135,9 @@ impl<K, V, S, T> Builder<K, V, S, T> {
 
     /// Whether to count hits, misses, inserts and removals for
     /// [`stats`](ExpiringMap::stats), and (without a byte budget) the bytes held: on by
-    /// default. Counting costs a `get` a load and a store on a cache line its thread owns,
-    /// about 25 instructions (docs/performance.md, "The operators' features"). Off, those
+    /// default. Counting costs a `get` about 25 instructions: a load and a store on a cache
+    /// line its thread owns, or a `fetch_add` when another thread claimed that shard first
+    /// (docs/performance.md, "The operators' features"). Off, those
     /// read 0 (the bytes too, unless a budget counts them), and expirations and entries are
     /// still reported.
     pub fn count_stats(mut self, on: bool) -> Self {
@@ -203,6 +205,18 @@ where
     #[deprecated(since = "0.2.0", note = "use `.eager_release(is_large).build()`")]
     pub fn build_with_eager_release(self, is_large: fn(&V) -> bool) -> Result<ExpiringMap<K, V, S>, Error> {
         self.eager_release(is_large).build()
+    }
+}
+
+impl Builder<BufferId, Bytes, ahash::RandomState, ExpiringMap<BufferId, Bytes>> {
+    /// Builds a [`DownloadBuffer`] from a map builder (values weigh their length, payloads
+    /// of 16 KiB and more are released eagerly, as from [`DownloadBuffer::builder`]).
+    #[deprecated(since = "0.2.0", note = "use `DownloadBuffer::builder(tick, expire)...build()`")]
+    pub fn build_download_buffer(self) -> Result<DownloadBuffer, Error> {
+        self.weigher(Bytes::len)
+            .eager_release(|data: &Bytes| data.len() >= EAGER_RELEASE_BYTES)
+            .builds::<DownloadBuffer>()
+            .build()
     }
 }
 

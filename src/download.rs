@@ -94,6 +94,11 @@ impl DownloadBuffer {
         self.map.retain(keep)
     }
 
+    /// The byte budget, if [`Builder::max_bytes`](crate::Builder::max_bytes) set one.
+    pub fn max_bytes(&self) -> Option<usize> {
+        self.map.max_bytes()
+    }
+
     /// Hits, misses, inserts, removals, expirations, entries and bytes held; see [`Stats`].
     pub fn stats(&self) -> Stats {
         self.map.stats()

@@ -350,9 +350,10 @@ where
         inserted
     }
 
-    /// Reads the clock, hashes the key and weighs the value: everything that runs user code
-    /// (a custom clock, `K: Hash`, the weigher) before anything is counted or published,
-    /// so that a panic there leaves nothing half done.
+    /// Reads the clock, hashes the key and weighs the value: the user code (a custom clock,
+    /// `K: Hash`, the weigher) that can run before anything is counted or published, so that
+    /// a panic there leaves nothing half done. (`K: Eq` runs in the table's search, after
+    /// the weight is counted; the weigher again on removal.)
     fn prepare(&self, key: K, value: V) -> NewEntry<K, V> {
         let now = self.now();
         let hash = self.table.hash(&key);
@@ -373,19 +374,31 @@ where
         let new = self.prepare(key, value);
         let weight = new.weight;
         let now = self.scale.ticks(new.now);
-        self.weights.add(weight);
+        // Counted once it decides to store (not before it looks: a refused call must not
+        // hold room that a racing `try_set` is refused for).
+        let mut counted = false;
         let guard = epoch::pin();
         // A live entry refuses; a dead one is claimed dead first (the janitor's CAS), so
         // that no touch that read the clock earlier revives it between this look and the
         // replacing CAS.
-        match self.link(new, &guard, |found| found.is_none_or(|old| old.life.kill_if_dead(now))) {
+        let inserted = self.link(new, &guard, |found| {
+            let store = found.is_none_or(|old| old.life.kill_if_dead(now));
+            if store && !counted {
+                self.weights.add(weight);
+                counted = true;
+            }
+            store
+        });
+        match inserted {
             Inserted::New => true,
             Inserted::Replaced(old) => {
                 self.release_weight(old);
                 true
             }
             Inserted::Refused => {
-                self.weights.release(weight);
+                if counted {
+                    self.weights.release(weight); // counted for an earlier attempt
+                }
                 false
             }
         }
@@ -471,13 +484,18 @@ where
         entry.life.load().is_live(now, &self.scale).then(|| read(unsafe { entry.value() }))
     }
 
-    /// Removes `entry` if no one else has, and counts its weight out if this call did.
-    fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> bool {
-        let removed = self.table.remove(entry, guard);
-        if removed {
-            self.release_weight(entry);
+    /// Removes `entry` if no one else has (counting its weight out if this call did), and
+    /// settles its fate with the janitor (`Life::settle_removal`).
+    fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> Removed {
+        if !self.table.remove(entry, guard) {
+            return Removed::Lost;
         }
-        removed
+        self.release_weight(entry);
+        if entry.life.settle_removal() {
+            Removed::Expired
+        } else {
+            Removed::Ours
+        }
     }
 
     /// The weight of `entry`'s value, asked again of the weigher (entries do not store it:
@@ -501,16 +519,17 @@ where
         loop {
             let Some(entry) = self.table.find(key, hash, &guard) else { return false };
             let live = entry.life.load().is_live(now, &self.scale);
-            if self.remove(entry, &guard) {
+            match self.remove(entry, &guard) {
                 // An expired entry is removed all the same (it is garbage), but it was not
-                // live: the janitor's claim may also have come just before our mark.
-                let live = live && !entry.life.load_after_removal().is_expired();
-                if live {
+                // live; nor if the janitor's claim came first (it reports the expiry).
+                Removed::Ours if live => {
                     self.tally.removal();
+                    return true;
                 }
-                return live;
+                Removed::Ours | Removed::Expired => return false,
+                // Removed (or replaced) under us: look again.
+                Removed::Lost => {}
             }
-            // Removed (or replaced) under us: look again.
         }
     }
 
@@ -527,16 +546,15 @@ where
             // entry (and its copy) is freed after the epoch moves on.
             // SAFETY: pinned by `guard`, and `entry` was found through the table.
             let value = unsafe { entry.value() }.clone();
-            if self.remove(entry, &guard) {
-                // Our mark and the janitor's EXPIRED claim are both SeqCst: if the claim came
-                // first, we see it here and the entry counts as expired (it was due: the
-                // janitor claims only due entries). If our mark came first, the janitor's
-                // removal fails and only we have it. Either way one party owns it.
-                if entry.life.load_after_removal().is_expired() {
-                    return None;
+            match self.remove(entry, &guard) {
+                Removed::Ours => {
+                    self.tally.removal();
+                    return Some(value);
                 }
-                self.tally.removal();
-                return Some(value);
+                // The janitor's claim came first: the entry counts as expired (it was due:
+                // the janitor claims only due entries), and the janitor reports it.
+                Removed::Expired => return None,
+                Removed::Lost => {}
             }
         }
     }
@@ -548,7 +566,8 @@ where
             // SAFETY: pinned by `guard`, and `entry` was reached through the table.
             let kept = entry.life.load().is_live(now, &self.scale) && keep(&entry.key, unsafe { entry.value() });
             if !kept {
-                // Lost to a racing remover or replacer: gone anyway.
+                // Lost to a racing remover or replacer, or claimed by the janitor first (then
+                // an expiry): gone anyway.
                 let _ = self.remove(entry, &guard);
             }
         });
@@ -570,6 +589,16 @@ where
     fn run_janitor(&self) -> JanitorRun {
         self.janitor.run(&self.parts())
     }
+}
+
+/// How a removal by a call ended ([`Core::remove`]).
+enum Removed {
+    /// Someone else's mark came first.
+    Lost,
+    /// This call's mark removed it, after the janitor had claimed it: an expiry.
+    Expired,
+    /// This call removed it, and owns its removal.
+    Ours,
 }
 
 /// A value on its way into the table, with what was computed for it before anything was

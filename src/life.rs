@@ -159,10 +159,17 @@ impl Life {
         State(self.0.load(Ordering::Acquire))
     }
 
-    /// The load a remover makes right after its marking CAS: SeqCst, so that it and the
-    /// janitor's SeqCst claim cannot both miss each other (docs/design.md, section 5).
-    pub(crate) fn load_after_removal(&self) -> State {
-        State(self.0.load(Ordering::SeqCst))
+    /// A remover that won the marking CAS settles the entry's fate with the janitor: one
+    /// read-modify-write that sets `EXPIRED` and returns whether it was set already. The
+    /// janitor's claim is a CAS on this same word, so the two are ordered: if the claim came
+    /// first, it decided (the entry expired; the remover reports not-found); if this came
+    /// first, the claim's CAS fails, and on its second look the janitor sees the mark and
+    /// gives up (`Claim::Gone`). A load here would not do: the claim checks the mark and
+    /// CASes `life`, two words, so a claim could land after the mark, unseen by a load made
+    /// before it, and both would own the entry. Touches fail from here on, as after a claim:
+    /// the entry is removed.
+    pub(crate) fn settle_removal(&self) -> bool {
+        self.0.fetch_or(EXPIRED, Ordering::SeqCst) & EXPIRED != 0
     }
 
     /// The `set` that replaced this entry (its marking CAS done) says so: touches fail from
@@ -247,7 +254,7 @@ impl Life {
                 self.0.fetch_or(EXPIRED, Ordering::SeqCst);
                 return Claim::Expired;
             }
-            // SeqCst: ordered against a remover's SeqCst mark and its `load_after_removal`.
+            // A CAS on the word a remover settles with (`settle_removal`): the two are ordered.
             match self.0.compare_exchange(state.0, state.0 | EXPIRED, Ordering::SeqCst, Ordering::Acquire) {
                 Ok(_) => return Claim::Expired,
                 Err(seen) => state = State(seen),

@@ -36,7 +36,8 @@ pub struct Stats {
     /// bytes; for an [`ExpiringMap`](crate::ExpiringMap), what its weigher says (0 without
     /// one). With a byte budget this is the budget's own counter, which counts a value from
     /// just before it is stored until just after it is gone: never below the weight held,
-    /// and never above the budget unless `set` (which bypasses it) pushed it there.
+    /// and never above the budget unless `set` or `set_if_absent` (which bypass it) pushed
+    /// it there. Without a budget, and with [`Builder::count_stats`](crate::Builder::count_stats)`(false)`, 0.
     pub bytes: u64,
 }
 

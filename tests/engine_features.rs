@@ -365,3 +365,13 @@ fn a_map_built_without_counting_reports_only_what_it_holds_and_what_expired() {
     );
     assert_eq!(budgeted.stats().bytes, 10);
 }
+
+#[test]
+#[allow(deprecated)]
+fn the_deprecated_builders_still_build_a_download_buffer_that_counts_bytes() {
+    let buffer = Builder::new(TICK, EXPIRE).build_download_buffer().expect("valid durations");
+    buffer.set(download_buffer::BufferId::new(download_buffer::ChunkHandle(1)), vec![0u8; 10].into());
+    assert_eq!(buffer.stats().bytes, 10);
+    let buffer = download_buffer::DownloadBuffer::builder(TICK, EXPIRE).max_bytes(5).build_download_buffer().unwrap();
+    assert_eq!(buffer.max_bytes(), Some(5));
+}
