@@ -169,6 +169,10 @@ impl Life {
     /// before it, and both would own the entry. Touches fail from here on, as after a claim:
     /// the entry is removed.
     pub(crate) fn settle_removal(&self) -> bool {
+        if cfg!(loom_broken = "removal_settles_by_load") {
+            // Broken on purpose: the load this replaced (the unit test below catches it).
+            return self.load().is_expired();
+        }
         self.0.fetch_or(EXPIRED, Ordering::SeqCst) & EXPIRED != 0
     }
 
@@ -395,6 +399,34 @@ mod tests {
         assert_eq!(life.claim(50, || false), Claim::Refile(51), "looked at again next tick");
         assert_eq!(life.finish(10), None);
         assert_eq!(life.claim(50, || false), Claim::Expired);
+    }
+
+    /// The janitor's claim checks the mark, then CASes `life`: a remover whose mark lands
+    /// between the two (here: inside the claim's `removed` check) must still end up the only
+    /// owner. With a settling load instead of the RMW (`--cfg
+    /// loom_broken="removal_settles_by_load"`) both own the entry.
+    #[test]
+    fn a_remover_marking_inside_the_claim_window_is_the_only_owner() {
+        let life = Life::new(10, true);
+        let looks = std::cell::Cell::new(0);
+        let remover_owns = std::cell::Cell::new(None);
+        let claim = life.claim(10, || {
+            looks.set(looks.get() + 1);
+            if looks.get() == 1 {
+                // Not marked when the janitor looked; marked (and settled) right after.
+                remover_owns.set(Some(!life.settle_removal()));
+                false
+            } else {
+                true // marked on the janitor's second look
+            }
+        });
+        let remover_owns = remover_owns.get();
+        assert_eq!(remover_owns, Some(true), "the remover came first");
+        assert_eq!(claim, Claim::Gone, "the janitor claimed an entry the remover owns");
+        // The other order: the claim first, then the remover concedes.
+        let life = Life::new(10, true);
+        assert_eq!(life.claim(10, || false), Claim::Expired);
+        assert!(life.settle_removal(), "the remover must see the claim");
     }
 
     #[test]
