@@ -34,6 +34,7 @@ use crate::wheel::{self, Wheel};
 
 /// What one janitor run did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct JanitorRun {
     /// The wheel tick the run advanced to.
     pub now: u64,
@@ -99,6 +100,7 @@ const CLOCK_EVERY: usize = 64;
 
 /// Counters over the janitor's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct JanitorStats {
     /// Runs completed.
     pub runs: u64,

@@ -56,6 +56,7 @@ mod wheel;
 
 pub use buffer::Buffer;
 pub use builder::Builder;
+#[doc(no_inline)]
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use download::DownloadBuffer;
