@@ -28,7 +28,8 @@ use crate::{BufferId, Bytes, DownloadBuffer, Error};
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct Builder<K, V, S = ahash::RandomState, T = ExpiringMap<K, V, S>> {
-    settings: Settings<K, V, S>,
+    settings: Settings<K, V>,
+    hasher: S,
     builds: PhantomData<fn() -> T>,
 }
 
@@ -43,13 +44,13 @@ impl<K, V> Builder<K, V> {
                 manual: false,
                 capacity: 0,
                 budget: DEFAULT_JANITOR_BUDGET,
-                hasher: ahash::RandomState::new(),
                 max_bytes: None,
                 weigher: None,
                 on_expire: None,
                 eager_release: |_| false,
                 count_stats: true,
             },
+            hasher: ahash::RandomState::new(),
             builds: PhantomData,
         }
     }
@@ -147,44 +148,14 @@ impl<K, V, S, T> Builder<K, V, S, T> {
 
     /// The same options, building something else.
     fn builds<T2>(self) -> Builder<K, V, S, T2> {
-        Builder { settings: self.settings, builds: PhantomData }
+        Builder { settings: self.settings, hasher: self.hasher, builds: PhantomData }
     }
 }
 
 impl<K, V, S> Builder<K, V, S, ExpiringMap<K, V, S>> {
     /// Hashes keys with `hasher` instead of ahash.
     pub fn hasher<S2>(self, hasher: S2) -> Builder<K, V, S2, ExpiringMap<K, V, S2>> {
-        let Settings {
-            tick,
-            expire,
-            clock,
-            manual,
-            capacity,
-            budget,
-            hasher: _,
-            max_bytes,
-            weigher,
-            on_expire,
-            eager_release,
-            count_stats,
-        } = self.settings;
-        Builder {
-            settings: Settings {
-                tick,
-                expire,
-                clock,
-                manual,
-                capacity,
-                budget,
-                hasher,
-                max_bytes,
-                weigher,
-                on_expire,
-                eager_release,
-                count_stats,
-            },
-            builds: PhantomData,
-        }
+        Builder { settings: self.settings, hasher, builds: PhantomData }
     }
 }
 
@@ -198,7 +169,7 @@ where
     /// either is zero.
     #[must_use = "a map that is not kept is dropped at once"]
     pub fn build(self) -> Result<ExpiringMap<K, V, S>, Error> {
-        ExpiringMap::with_settings(self.settings)
+        ExpiringMap::with_settings(self.settings, self.hasher)
     }
 
     /// Builds the map with [`eager_release`](Self::eager_release)`(is_large)`.
@@ -213,10 +184,13 @@ impl Builder<BufferId, Bytes, ahash::RandomState, ExpiringMap<BufferId, Bytes>> 
     /// of 16 KiB and more are released eagerly, as from [`DownloadBuffer::builder`]).
     #[deprecated(since = "0.2.0", note = "use `DownloadBuffer::builder(tick, expire)...build()`")]
     pub fn build_download_buffer(self) -> Result<DownloadBuffer, Error> {
-        self.weigher(Bytes::len)
-            .eager_release(|data: &Bytes| data.len() >= EAGER_RELEASE_BYTES)
-            .builds::<DownloadBuffer>()
-            .build()
+        self.for_download_buffer().build()
+    }
+
+    /// These options with a download buffer's defaults: values weigh their length, and
+    /// payloads of 16 KiB and more are released eagerly.
+    fn for_download_buffer(self) -> Builder<BufferId, Bytes, ahash::RandomState, DownloadBuffer> {
+        self.weigher(Bytes::len).eager_release(|data: &Bytes| data.len() >= EAGER_RELEASE_BYTES).builds()
     }
 }
 
@@ -224,20 +198,16 @@ impl Builder<BufferId, Bytes, ahash::RandomState, ExpiringMap<BufferId, Bytes>> 
 const EAGER_RELEASE_BYTES: usize = 16 * 1024;
 
 impl Builder<BufferId, Bytes, ahash::RandomState, DownloadBuffer> {
-    /// The builder [`DownloadBuffer::builder`] returns: values weigh their length, and
-    /// payloads of 16 KiB and more are released eagerly.
+    /// The builder [`DownloadBuffer::builder`] returns (see `for_download_buffer`).
     pub(crate) fn download_buffer(tick: Duration, expire: Duration) -> Self {
-        Builder::new(tick, expire)
-            .weigher(Bytes::len)
-            .eager_release(|data: &Bytes| data.len() >= EAGER_RELEASE_BYTES)
-            .builds()
+        Builder::new(tick, expire).for_download_buffer()
     }
 
     /// Builds the buffer. Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when
     /// either is zero.
     #[must_use = "a buffer that is not kept is dropped at once"]
     pub fn build(self) -> Result<DownloadBuffer, Error> {
-        ExpiringMap::with_settings(self.settings).map(DownloadBuffer::from_map)
+        ExpiringMap::with_settings(self.settings, self.hasher).map(DownloadBuffer::from_map)
     }
 
     /// The former name of [`build`](Self::build).

@@ -100,14 +100,13 @@ struct Core<K, V, S> {
 }
 
 /// What an [`ExpiringMap`] is built from: the [`Builder`](crate::Builder)'s options.
-pub(crate) struct Settings<K, V, S> {
+pub(crate) struct Settings<K, V> {
     pub(crate) tick: Duration,
     pub(crate) expire: Duration,
     pub(crate) clock: Option<TimeSource>,
     pub(crate) manual: bool,
     pub(crate) capacity: usize,
     pub(crate) budget: usize,
-    pub(crate) hasher: S,
     pub(crate) max_bytes: Option<usize>,
     pub(crate) weigher: Option<Weigher<V>>,
     pub(crate) on_expire: Option<Listener<K, V>>,
@@ -123,7 +122,7 @@ where
 {
     /// Builds the map. Errors with [`Error::ZeroDuration`] naming `tick` or `expire` when
     /// either is zero.
-    pub(crate) fn with_settings(settings: Settings<K, V, S>) -> Result<Self, Error> {
+    pub(crate) fn with_settings(settings: Settings<K, V>, hasher: S) -> Result<Self, Error> {
         require_nonzero("tick", settings.tick)?;
         require_nonzero("expire", settings.expire)?;
         let scale = TimeScale::new(settings.tick, settings.expire);
@@ -131,7 +130,7 @@ where
         let now = scale.ticks(clock.now());
         let buckets = settings.capacity / 2;
         let core = Arc::new(Core {
-            table: Table::new(buckets, settings.hasher, settings.eager_release),
+            table: Table::new(buckets, hasher, settings.eager_release),
             fresh: Intake::new(),
             // A touch's deadline lies at most `expire + 1` ticks (one for rounding up) past
             // the tick it read; one more for the wheel lagging behind the clock. Later ones

@@ -205,9 +205,7 @@ pub(crate) type Listener<K, V> = Box<dyn Fn(&K, &V) + Send + Sync>;
 /// Entries a run expired, with a clone of each value, for the listener: called once the run
 /// has unpinned. The entries' shells stay alive until the run lets go of them (the last
 /// `take_unlinked`, after the listener), so their keys can be lent out meanwhile.
-struct Expired<K, V> {
-    entries: Vec<(NonNull<Entry<K, V>>, V)>,
-}
+type Expired<K, V> = Vec<(NonNull<Entry<K, V>>, V)>;
 
 impl<K, V> Janitor<K, V>
 where
@@ -253,7 +251,7 @@ where
         take_fresh(wheel, fresh, &mut report);
         take_unlinked(wheel, table, &mut report);
         let mut ahead = Lookahead::new();
-        let mut expired = on_expire.map(|_| Expired { entries: Vec::new() });
+        let mut expired = on_expire.map(|_| Expired::new());
         let mut stop_popping = false;
         let mut out_of_time = false;
         // Caught so that a panic from user code here (the eager-release predicate, asked as
@@ -333,7 +331,7 @@ where
     /// Calls the listener for each entry of `expired`, containing and counting panics, and
     /// drops the value clones (within the same containment: a value's `Drop` may panic).
     fn notify(&self, listener: &Listener<K, V>, expired: Expired<K, V>) {
-        for (entry, value) in expired.entries {
+        for (entry, value) in expired {
             // SAFETY: the janitor still holds the entry (see `Expired`), so its key is alive;
             // the key is never mutated.
             let key = unsafe { &entry.as_ref().key };
@@ -541,7 +539,7 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
             if let Some(expired) = expired {
                 // SAFETY: reached through the wheel while pinned by `guard`; removed just now
                 // or by a racer after the pin, its value is dropped only after `guard`.
-                expired.entries.push((timer, unsafe { entry.value() }.clone()));
+                expired.push((timer, unsafe { entry.value() }.clone()));
             }
         }
         // Claimed dead by a `set_if_absent` that will replace it, unless it panicked first:

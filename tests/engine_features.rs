@@ -375,3 +375,69 @@ fn the_deprecated_builders_still_build_a_download_buffer_that_counts_bytes() {
     let buffer = download_buffer::DownloadBuffer::builder(TICK, EXPIRE).max_bytes(5).build_download_buffer().unwrap();
     assert_eq!(buffer.max_bytes(), Some(5));
 }
+
+/// Real threads on the real clock, a janitor thread, a budget and a listener: 2, 4 and 16
+/// writers store with `try_set` and `set_if_absent`, consume or delete some, and leave the
+/// rest to expire. The end state, waited for: every entry left was heard exactly once and
+/// no earlier than `expire` after its store began, the map is empty, no bytes are held,
+/// the counts agree, and every value and clone is dropped once the map is.
+#[test]
+fn on_real_threads_everything_left_expires_is_heard_once_and_gives_its_bytes_back() {
+    use download_buffer::{Clock, SystemClock};
+    const PER_THREAD: u64 = 300;
+    let expire = ms(100);
+    for threads in [2u64, 4, 16] {
+        let alive = Arc::new(AtomicIsize::new(0));
+        let clock = SystemClock::new();
+        let heard: Arc<Mutex<Vec<(u64, Duration)>>> = Arc::default();
+        let (logged, stamp) = (Arc::clone(&heard), clock.clone());
+        let map: ExpiringMap<u64, Value> = Builder::new(ms(10), expire)
+            .clock(clock.clone())
+            .weigher(|value: &Value| 1 + value.version as usize)
+            .max_bytes(1 << 20)
+            .on_expire(move |key: &u64, _: &Value| logged.lock().unwrap().push((*key, stamp.now())))
+            .build()
+            .expect("valid durations");
+        // key -> when its store began, for the entries left to expire.
+        let left: Mutex<Vec<(u64, Duration)>> = Mutex::default();
+        thread::scope(|s| {
+            for thread in 0..threads {
+                let (map, alive, left, clock) = (&map, &alive, &left, &clock);
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    for n in 0..PER_THREAD {
+                        let key = thread * 1_000_000 + n;
+                        let began = clock.now();
+                        if n % 2 == 0 {
+                            map.try_set(key, Value::new(key, (n % 7) as u32, alive)).expect("within the budget");
+                        } else {
+                            assert!(map.set_if_absent(key, Value::new(key, (n % 7) as u32, alive)));
+                        }
+                        match n % 5 {
+                            0 => assert!(map.fetch_and_delete(&key).is_some()),
+                            1 => assert!(map.delete(&key)),
+                            _ => mine.push((key, began)),
+                        }
+                    }
+                    left.lock().unwrap().extend(mine);
+                });
+            }
+        });
+        let mut left = left.into_inner().unwrap();
+        wait_for("every entry left heard", || heard.lock().unwrap().len() >= left.len());
+        let mut heard = heard.lock().unwrap().clone();
+        left.sort_unstable();
+        heard.sort_unstable();
+        assert_eq!(heard.len(), left.len(), "{threads} threads: heard more than once");
+        for ((key, began), (heard_key, heard_at)) in left.iter().zip(&heard) {
+            assert_eq!(key, heard_key, "{threads} threads: heard another key");
+            assert!(*heard_at >= *began + expire, "{threads} threads: key {key} expired early");
+        }
+        let stats = map.stats();
+        let stored = threads * PER_THREAD;
+        assert_eq!((stats.entries, stats.bytes), (0, 0), "{threads} threads: {stats:?}");
+        assert_eq!((stats.inserts, stats.removals, stats.expirations), (stored, stored * 2 / 5, left.len() as u64));
+        drop(map);
+        assert_eq!(alive.load(Ordering::SeqCst), 0, "{threads} threads: values not dropped exactly once");
+    }
+}
