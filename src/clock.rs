@@ -178,7 +178,7 @@ pub(crate) struct TimeScale {
     /// Length of one wheel tick in nanoseconds (at least 1).
     pub(crate) resolution_nanos: u64,
     /// `expire` in nanoseconds, saturating.
-    expire_nanos: u64,
+    pub(crate) expire_nanos: u64,
     /// `expire` in wheel ticks, rounded up; [`NEVER`] when it does not fit, or is beyond
     /// what a clock can count (nothing expires).
     pub(crate) expire_ticks: u64,

@@ -18,11 +18,12 @@ use crate::intake::Intake;
 use crate::janitor::{Janitor, JanitorRun, JanitorStats, Listener, Parts};
 use crate::life::{Life, Touch};
 use crate::reclaim::{destroy_whole, release_janitor_hold};
+use crate::scheduler::{self, Registration};
 use crate::stats::{Stats, Tally};
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{Arc, AtomicBool, Ordering};
 use crate::table::{new_entry, Entry, Inserted, Table};
-use crate::ticker::{Next, Ticker};
+use crate::ticker::Next;
 use crate::weights::{Weigher, Weights};
 use crate::wheel::levels_for;
 use crate::Error;
@@ -77,8 +78,9 @@ const MAX_INTAKE_WAIT: Duration = Duration::from_millis(100);
 /// # Ok::<(), download_buffer::Error>(())
 /// ```
 pub struct ExpiringMap<K, V, S = ahash::RandomState> {
-    /// Stopped (and joined) before `core` is released.
-    ticker: Option<Ticker>,
+    /// The janitor's place on the process's janitor thread; deregistered before `core` is
+    /// released.
+    janitor_thread: Option<Registration>,
     core: Arc<Core<K, V, S>>,
 }
 
@@ -146,21 +148,25 @@ where
             tally: Tally::new(settings.count_stats),
             on_expire: settings.on_expire,
         });
-        let ticker = if settings.manual {
+        let janitor_thread = if settings.manual {
             None
         } else {
-            let resolution = Duration::from_nanos(scale.resolution_nanos);
+            let period = Duration::from_nanos(scale.resolution_nanos).min(MAX_INTAKE_WAIT);
+            let mut backoff = IdleBackoff::new(period, &scale, &core.clock);
             let janitor = Arc::clone(&core);
-            Some(Ticker::spawn("download-buffer-janitor", resolution.min(MAX_INTAKE_WAIT), move || {
-                // A panic from user code (a key's `Eq`, a custom clock) must not end expiry
-                // for good: contain it; the run's try-lock is released on unwind.
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| janitor.run_janitor())) {
-                    Ok(run) => run.next(),
-                    Err(_) => Next::OnTick,
-                }
-            }))
+            Some(scheduler::register(
+                period,
+                Box::new(move || {
+                    // A panic from user code (a key's `Eq`, a custom clock) must not end
+                    // expiry for good: contain it; the run's try-lock is released on unwind.
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| janitor.run_janitor())) {
+                        Ok(run) => backoff.next(&run),
+                        Err(_) => Next::OnTick,
+                    }
+                }),
+            ))
         };
-        Ok(ExpiringMap { ticker, core })
+        Ok(ExpiringMap { janitor_thread, core })
     }
 }
 
@@ -273,9 +279,10 @@ where
     /// serving every call afterwards, without expiry sweeps; `get` and
     /// `fetch_and_delete` still never return an entry past its deadline.
     pub fn done(&self) {
-        // The shutdown sequence: the thread first, then the janitor's own (`Janitor::stop`).
-        if let Some(ticker) = &self.ticker {
-            ticker.stop();
+        // The shutdown sequence: off the janitor thread first, then the janitor's own
+        // (`Janitor::stop`).
+        if let Some(registration) = &self.janitor_thread {
+            registration.stop();
         }
         self.core.janitor.stop(&self.core.parts());
     }
@@ -590,6 +597,48 @@ where
     }
 }
 
+/// How long an idle map's janitor thread waits between runs: doubling after each run that
+/// found nothing to do, from the map's period up to [`MAX_IDLE_WAIT`], but never past the
+/// time its earliest entry may be due, nor past `expire` (an entry set meanwhile is then
+/// taken before it is due). Back to the period after any run that found work.
+///
+/// Only on the system clock, whose time is the janitor thread's: on any other clock (a
+/// [`ManualClock`](crate::ManualClock) a test moves by an hour at once) the thread runs
+/// every period, as it cannot tell when the clock's time will come.
+struct IdleBackoff {
+    period: Duration,
+    wait: Duration,
+    /// The most it may wait: `MAX_IDLE_WAIT` and `expire`, or the period on other clocks.
+    max: Duration,
+}
+
+/// The longest an idle map's janitor thread waits between runs (see [`IdleBackoff`]). It
+/// bounds how long the shells of a burst of removals into a quiet map wait to be taken.
+const MAX_IDLE_WAIT: Duration = Duration::from_secs(1);
+
+impl IdleBackoff {
+    fn new(period: Duration, scale: &TimeScale, clock: &TimeSource) -> IdleBackoff {
+        let max = match clock {
+            TimeSource::System(_) => MAX_IDLE_WAIT.min(Duration::from_nanos(scale.expire_nanos)).max(period),
+            TimeSource::Custom(_) => period,
+        };
+        IdleBackoff { period, wait: period, max }
+    }
+
+    fn next(&mut self, run: &JanitorRun) -> Next {
+        if !run.is_idle() {
+            self.wait = self.period;
+            return run.next();
+        }
+        self.wait = (self.wait * 2).min(self.max);
+        match run.next_due_in {
+            Some(due_in) if due_in < self.wait => Next::After(due_in.max(self.period)),
+            _ if self.wait == self.period => Next::OnTick,
+            _ => Next::After(self.wait),
+        }
+    }
+}
+
 /// How a removal by a call ended ([`Core::remove`]).
 enum Removed {
     /// Someone else's mark came first.
@@ -613,9 +662,9 @@ struct NewEntry<K, V> {
 
 impl<K, V, S> Drop for ExpiringMap<K, V, S> {
     fn drop(&mut self) {
-        // Join the janitor thread first: afterwards this is the last handle on the core.
-        if let Some(ticker) = self.ticker.take() {
-            ticker.stop();
+        // Off the janitor thread first: afterwards this is the last handle on the core.
+        if let Some(registration) = self.janitor_thread.take() {
+            registration.stop();
         }
     }
 }
@@ -665,7 +714,7 @@ impl<K, V, S> fmt::Debug for ExpiringMap<K, V, S> {
         f.debug_struct("ExpiringMap")
             .field("len", &self.core.table.len())
             .field("scale", &self.core.scale)
-            .field("janitor_thread", &self.ticker.is_some())
+            .field("janitor_thread", &self.janitor_thread.is_some())
             .finish()
     }
 }

@@ -50,6 +50,12 @@ impl<K, V> Intake<K, V> {
         }
     }
 
+    /// Whether no entry is pushed (as of each stripe's load: a racing push may be missed,
+    /// as by [`take_all`](Self::take_all)).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.stripes.iter().all(|stripe| stripe.load(Ordering::Relaxed).is_null())
+    }
+
     /// Takes every pushed entry and calls `f` on each. `f` may push the entry onto another
     /// intake: its `intake_next` has been read before `f` runs.
     pub(crate) fn take_all(&self, mut f: impl FnMut(*mut Entry<K, V>)) -> usize {

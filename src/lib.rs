@@ -47,6 +47,7 @@ mod janitor;
 mod life;
 mod reclaim;
 mod rwlock;
+mod scheduler;
 mod stats;
 mod sync;
 mod table;

@@ -45,6 +45,8 @@ pub(crate) enum Next {
     /// At once (unless the thread is being stopped): the call left work behind (due
     /// entries past its budget or its time limit).
     Now,
+    /// After this long (an idle map's janitor, backing off).
+    After(Duration),
 }
 
 /// How soon a call that returned [`Next::Soon`] is followed by the next one.
@@ -117,6 +119,10 @@ where
                         return;
                     }
                 }
+                Next::After(wait) => select! {
+                    recv(shutdown_rx) -> _ => return,
+                    default(wait) => {}
+                },
             }
             next = on_tick();
         }
@@ -139,6 +145,7 @@ where
                 Next::OnTick => tick,
                 Next::Soon => HURRY.min(tick),
                 Next::Now => Duration::ZERO,
+                Next::After(wait) => wait,
             };
         }
     };

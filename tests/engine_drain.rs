@@ -43,7 +43,8 @@ impl Drop for Counted {
     }
 }
 
-/// The ids of this process's threads named like the engine's janitor.
+/// The ids of this process's threads named like the engine's janitor (one: the process's
+/// janitor thread serves every map).
 fn janitor_threads() -> Vec<u64> {
     let mut ids = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
@@ -72,12 +73,13 @@ fn cpu_time(id: u64) -> Duration {
 fn burst(total: u64, threads: u64, tick: Duration, expire: Duration) {
     let _serial = serial();
     let live = Arc::new(AtomicI64::new(0));
-    let before = janitor_threads();
     let map: Arc<ExpiringMap<u64, Counted>> = Arc::new(Builder::new(tick, expire).build().expect("valid durations"));
     // The thread names itself once it runs: look until it has.
     let mut janitor = None;
-    common::wait_for("the new map's janitor thread", || {
-        janitor = janitor_threads().into_iter().find(|id| !before.contains(id));
+    common::wait_for("the process's janitor thread", || {
+        let threads = janitor_threads();
+        assert!(threads.len() <= 1, "one janitor thread serves every map, not {threads:?}");
+        janitor = threads.first().copied();
         janitor.is_some()
     });
     let janitor = janitor.unwrap();

@@ -223,6 +223,15 @@ impl<T: Timer> Wheel<T> {
 
     /// Moves the wheel's time to `now` once nothing is due before it; does nothing while
     /// due timers remain (a run stopped by its budget).
+    /// The earliest tick at which a filed timer may be due (a lower bound: a slot of a
+    /// higher level is cascaded down then); `None` when no timer is filed.
+    pub(crate) fn next_due(&self) -> Option<u64> {
+        if self.in_progress.is_some_and(|id| !self.list(id).is_empty()) {
+            return Some(self.elapsed);
+        }
+        self.next_expiration().map(|(_, deadline)| deadline)
+    }
+
     pub(crate) fn advance_to(&mut self, now: u64) {
         if self.in_progress.is_none() && self.next_expiration().is_none_or(|(_, deadline)| deadline > now) {
             self.elapsed = self.elapsed.max(now);
