@@ -18,7 +18,7 @@ use crate::intake::Intake;
 use crate::janitor::{Janitor, JanitorRun, JanitorStats, Listener, Parts};
 use crate::life::{Life, Touch};
 use crate::reclaim::{destroy_whole, release_janitor_hold};
-use crate::scheduler::{self, Registration};
+use crate::scheduler::{self, Doorbell, Registration};
 use crate::stats::{Stats, Tally};
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{Arc, AtomicBool, Ordering};
@@ -131,9 +131,11 @@ where
         let clock = settings.clock.unwrap_or_else(|| TimeSource::System(SystemClock::new()));
         let now = scale.ticks(clock.now());
         let buckets = settings.capacity / 2;
+        // What wakes the janitor thread for a sleeping map; manual mode has no thread to wake.
+        let bell = (!settings.manual).then(Doorbell::new);
         let core = Arc::new(Core {
-            table: Table::new(buckets, hasher, settings.eager_release),
-            fresh: Intake::new(),
+            table: Table::new(buckets, hasher, settings.eager_release, bell.clone()),
+            fresh: Intake::new(bell.clone()),
             // A touch's deadline lies at most `expire + 1` ticks (one for rounding up) past
             // the tick it read; one more for the wheel lagging behind the clock. Later ones
             // go to the overflow list and come back when it turns.
@@ -148,24 +150,23 @@ where
             tally: Tally::new(settings.count_stats),
             on_expire: settings.on_expire,
         });
-        let janitor_thread = if settings.manual {
-            None
-        } else {
+        let janitor_thread = bell.map(|bell| {
             let period = Duration::from_nanos(scale.resolution_nanos).min(MAX_INTAKE_WAIT);
-            let mut backoff = IdleBackoff::new(period, &scale, &core.clock);
+            let pacing = Pacing::new(period, &core.clock);
             let janitor = Arc::clone(&core);
-            Some(scheduler::register(
+            scheduler::register(
                 period,
+                &bell,
                 Box::new(move || {
                     // A panic from user code (a key's `Eq`, a custom clock) must not end
                     // expiry for good: contain it; the run's try-lock is released on unwind.
                     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| janitor.run_janitor())) {
-                        Ok(run) => backoff.next(&run),
+                        Ok(run) => pacing.next(&run),
                         Err(_) => Next::OnTick,
                     }
                 }),
-            ))
-        };
+            )
+        });
         Ok(ExpiringMap { janitor_thread, core })
     }
 }
@@ -597,44 +598,34 @@ where
     }
 }
 
-/// How long an idle map's janitor thread waits between runs: doubling after each run that
-/// found nothing to do, from the map's period up to [`MAX_IDLE_WAIT`], but never past the
-/// time its earliest entry may be due, nor past `expire` (an entry set meanwhile is then
-/// taken before it is due). Back to the period after any run that found work.
-///
-/// Only on the system clock, whose time is the janitor thread's: on any other clock (a
-/// [`ManualClock`](crate::ManualClock) a test moves by an hour at once) the thread runs
-/// every period, as it cannot tell when the clock's time will come.
-struct IdleBackoff {
+/// When the janitor thread runs a map next, after a run: at once while due entries are
+/// left, soon while removals are busy (see [`JanitorRun::next`]); otherwise, on the system
+/// clock, when its earliest entry may be due (at most [`MAX_SLEEP`] from now): new and
+/// removed entries ring the map's doorbell, which wakes it sooner. On any other clock (a
+/// [`ManualClock`](crate::ManualClock) a test moves by an hour at once) the thread cannot
+/// tell when the clock's time will come, and runs the map every period.
+struct Pacing {
     period: Duration,
-    wait: Duration,
-    /// The most it may wait: `MAX_IDLE_WAIT` and `expire`, or the period on other clocks.
-    max: Duration,
+    /// Whether the map's time is the janitor thread's (the system clock).
+    sleeps: bool,
 }
 
-/// The longest an idle map's janitor thread waits between runs (see [`IdleBackoff`]). It
-/// bounds how long the shells of a burst of removals into a quiet map wait to be taken.
-const MAX_IDLE_WAIT: Duration = Duration::from_secs(1);
+/// The longest a map on the system clock sleeps between janitor runs, whatever its next
+/// deadline (a tick of an hour): a backstop, not what bounds any of the contract's times.
+const MAX_SLEEP: Duration = Duration::from_secs(10);
 
-impl IdleBackoff {
-    fn new(period: Duration, scale: &TimeScale, clock: &TimeSource) -> IdleBackoff {
-        let max = match clock {
-            TimeSource::System(_) => MAX_IDLE_WAIT.min(Duration::from_nanos(scale.expire_nanos)).max(period),
-            TimeSource::Custom(_) => period,
-        };
-        IdleBackoff { period, wait: period, max }
+impl Pacing {
+    fn new(period: Duration, clock: &TimeSource) -> Pacing {
+        Pacing { period, sleeps: matches!(clock, TimeSource::System(_)) }
     }
 
-    fn next(&mut self, run: &JanitorRun) -> Next {
-        if !run.is_idle() {
-            self.wait = self.period;
-            return run.next();
-        }
-        self.wait = (self.wait * 2).min(self.max);
-        match run.next_due_in {
-            Some(due_in) if due_in < self.wait => Next::After(due_in.max(self.period)),
-            _ if self.wait == self.period => Next::OnTick,
-            _ => Next::After(self.wait),
+    fn next(&self, run: &JanitorRun) -> Next {
+        match run.next() {
+            Next::OnTick if self.sleeps => match run.next_due_in {
+                Some(due_in) if due_in <= self.period => Next::OnTick,
+                due_in => Next::After(due_in.unwrap_or(MAX_SLEEP).min(MAX_SLEEP)),
+            },
+            next => next,
         }
     }
 }

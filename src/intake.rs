@@ -9,6 +9,7 @@
 
 use std::ptr;
 
+use crate::scheduler::Doorbell;
 use crate::sync::{thread_index, AtomicPtr, CachePadded, Ordering};
 use crate::table::Entry;
 
@@ -17,17 +18,21 @@ type Stripe<K, V> = CachePadded<AtomicPtr<Entry<K, V>>>;
 
 pub(crate) struct Intake<K, V> {
     stripes: Box<[Stripe<K, V>]>,
+    /// Rung by a push onto an empty stripe, so that a sleeping janitor thread comes for
+    /// the entry; `None` in manual mode.
+    bell: Option<std::sync::Arc<Doorbell>>,
 }
 
 impl<K, V> Intake<K, V> {
-    pub(crate) fn new() -> Intake<K, V> {
+    pub(crate) fn new(bell: Option<std::sync::Arc<Doorbell>>) -> Intake<K, V> {
         let stripes = if cfg!(crossbeam_loom) {
             2
         } else {
             let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
             (cpus * 2).next_power_of_two().min(64)
         };
-        Intake { stripes: (0..stripes).map(|_| CachePadded::new(AtomicPtr::new(ptr::null_mut()))).collect() }
+        let stripes = (0..stripes).map(|_| CachePadded::new(AtomicPtr::new(ptr::null_mut()))).collect();
+        Intake { stripes, bell }
     }
 
     /// Pushes `entry`.
@@ -44,7 +49,16 @@ impl<K, V> Intake<K, V> {
             // Release: the janitor that takes the stripe sees `intake_next` and everything
             // written to the entry before the push.
             match stripe.compare_exchange_weak(head, entry, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
+                Ok(_) => {
+                    // The first entry since the janitor last took this stripe: make sure it
+                    // comes. (Later pushes find the stripe taken or this entry on it.)
+                    if head.is_null() {
+                        if let Some(bell) = &self.bell {
+                            bell.ring();
+                        }
+                    }
+                    return;
+                }
                 Err(seen) => head = seen,
             }
         }

@@ -70,11 +70,6 @@ impl JanitorRun {
     /// chunkserver's 15 s tick: 7.5 M shells, 850 MB, measured at 4 M removals a second).
     const HURRY_RETIRED: usize = 1024;
 
-    /// Whether the run found nothing to do: nothing taken, nothing due.
-    pub(crate) fn is_idle(&self) -> bool {
-        !self.skipped && !self.more_due && self.filed == 0 && self.handled == 0 && self.retired == 0
-    }
-
     /// When the janitor thread should run next: at once while due entries are left (the
     /// budget or the time limit cut the run short), soon after a run that found busy
     /// intakes, else at the next tick.

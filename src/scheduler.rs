@@ -1,13 +1,18 @@
 //! The process's janitor thread: one thread runs the janitor of every engine map in the
-//! process, each on its own schedule, so that a thousand idle maps cost one sleeping
-//! thread, not a thousand.
+//! process, each on its own schedule, so that ten thousand idle maps cost one sleeping
+//! thread, not ten thousand.
 //!
-//! A map registers a job (a closure returning when it wants its next run, [`Next`]) and
-//! gets a [`Registration`]; dropping or stopping it deregisters the job, waiting for a run
-//! of it in progress. The schedule is a queue of due times under one mutex, which only
-//! the janitor thread, registration and deregistration take: no call on a map's hot path
-//! touches it. Periodic runs are aligned to multiples of their period, so maps with the
-//! same period are run in one wakeup, one after another.
+//! A map registers a job (a closure returning when it wants its next run, [`Next`]) with
+//! its [`Doorbell`], and gets a [`Registration`]; dropping or stopping that deregisters the
+//! job, waiting for a run of it in progress. The schedule is a queue of due times under one
+//! mutex, which only the janitor thread, registration and deregistration take: no call on a
+//! map's hot path touches it. Runs are aligned to multiples of their period, so maps with
+//! the same period are run in one wakeup, one after another.
+//!
+//! An idle map sleeps until its next entry may be due; what ends its sleep early is its
+//! doorbell: the first push onto an empty intake stripe rings it (one `swap` on the bell,
+//! and one CAS onto a process-wide lock-free stack when it was not rung already), and the
+//! thread, which looks at that stack at least every [`RING_POLL`], runs the map at once.
 //!
 //! Jobs run one at a time, outside the lock. A run is bounded (a janitor run stops after
 //! about a wheel tick of work, 1 to 10 ms, and asks to run again at once), and a job that
@@ -16,7 +21,9 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -31,6 +38,72 @@ pub(crate) type Job = Box<dyn FnMut() -> Next + Send>;
 /// clock, not by the janitor's runs).
 pub(crate) const MIN_PERIOD: Duration = Duration::from_millis(1);
 
+/// How often the thread looks for rung doorbells while any job is registered: the
+/// longest a new or removed entry of a sleeping map waits to be taken by its janitor.
+pub(crate) const RING_POLL: Duration = Duration::from_millis(100);
+
+/// Farther than any schedule: what a longer wait is cut to.
+const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// What wakes a sleeping map's janitor: rung by the map's intakes when a push finds its
+/// stripe empty.
+pub(crate) struct Doorbell {
+    /// Set by the ringer that pushes the bell onto [`RUNG`]; cleared by the thread once it
+    /// has taken the bell off it, so a bell is on the stack at most once.
+    rung: AtomicBool,
+    /// The next bell on the stack.
+    next: AtomicPtr<Doorbell>,
+    /// The job's slot and generation, once registered.
+    slot: AtomicUsize,
+    generation: AtomicU64,
+}
+
+/// Rung doorbells, each holding one count of its `Arc`; taken whole by the thread.
+static RUNG: AtomicPtr<Doorbell> = AtomicPtr::new(ptr::null_mut());
+
+impl Doorbell {
+    pub(crate) fn new() -> Arc<Doorbell> {
+        Arc::new(Doorbell {
+            rung: AtomicBool::new(false),
+            next: AtomicPtr::new(ptr::null_mut()),
+            slot: AtomicUsize::new(usize::MAX),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// Asks for a run of the map soon (within [`RING_POLL`]). Lock-free: one `swap`, and
+    /// when the bell was not rung yet, one CAS loop onto the stack. The push that rang it
+    /// happens before the run it wakes (the swap reads or is read by the thread's clear).
+    pub(crate) fn ring(self: &Arc<Doorbell>) {
+        if self.rung.swap(true, Ordering::AcqRel) {
+            return; // on the stack already, or about to be
+        }
+        let bell = Arc::into_raw(Arc::clone(self)).cast_mut();
+        let mut head = RUNG.load(Ordering::Relaxed);
+        loop {
+            self.next.store(head, Ordering::Relaxed);
+            match RUNG.compare_exchange_weak(head, bell, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(seen) => head = seen,
+            }
+        }
+    }
+}
+
+/// Takes every rung bell and calls `wake` with each one's slot and generation.
+fn take_rung(mut wake: impl FnMut(usize, u64)) {
+    let mut next = RUNG.swap(ptr::null_mut(), Ordering::Acquire);
+    while !next.is_null() {
+        // SAFETY: every pointer on the stack came from `Arc::into_raw` in `ring` and is
+        // taken off exactly once, here (the swap took the whole stack).
+        let bell = unsafe { Arc::from_raw(next) };
+        // Read before the clear: once cleared, a ringer may push the bell again.
+        next = bell.next.load(Ordering::Relaxed);
+        bell.rung.swap(false, Ordering::AcqRel);
+        wake(bell.slot.load(Ordering::Acquire), bell.generation.load(Ordering::Acquire));
+    }
+}
+
 /// A registered job. Deregisters it when dropped.
 pub(crate) struct Registration {
     slot: usize,
@@ -44,24 +117,26 @@ impl std::fmt::Debug for Registration {
 }
 
 /// Registers `job` to run every `period` (at least [`MIN_PERIOD`]) from about one period
-/// from now, sooner or at once when a run asks for it. Starts the janitor thread on the
-/// first registration of the process.
-pub(crate) fn register(period: Duration, job: Job) -> Registration {
+/// from now, later or sooner as its runs ask, and soon after `bell` rings. Starts the
+/// janitor thread on the first registration of the process.
+pub(crate) fn register(period: Duration, bell: &Doorbell, job: Job) -> Registration {
     let scheduler = Scheduler::get();
     let period = period.max(MIN_PERIOD);
     let mut state = scheduler.lock();
     let slot = match state.free.pop() {
         Some(slot) => slot,
         None => {
-            state.slots.push(Slot { job: None, period, generation: 0, live: false });
+            state.slots.push(Slot::vacant());
             state.slots.len() - 1
         }
     };
     let generation = state.slots[slot].generation;
-    state.slots[slot] = Slot { job: Some(job), period, generation, live: true };
-    let due = scheduler.aligned(period, Instant::now());
+    bell.slot.store(slot, Ordering::Release);
+    bell.generation.store(generation, Ordering::Release);
+    state.slots[slot] = Slot { job: Some(job), period, generation, live: true, due: None, woken: false };
+    let due = scheduler.aligned_after(period, Instant::now());
     let earliest = state.queue.peek().is_none_or(|Reverse(first)| due < first.due);
-    state.push(due, slot, generation);
+    state.queue_at(slot, due);
     drop(state);
     if earliest {
         scheduler.wake.notify_one();
@@ -83,11 +158,10 @@ impl Registration {
             return; // stopped already
         }
         slot.live = false;
-        // Taken out now, dropped after the lock: a job's drop is the map's code.
+        // Taken out now (unless it is running), dropped after the lock: it holds the map.
         let job = slot.job.take();
         let me = (self.slot, self.generation);
         if state.running != Some(me) {
-            // Not running: free the slot now.
             state.release(self.slot);
         } else if scheduler.thread.get() != Some(&thread::current().id()) {
             // Running on the janitor thread: wait for the run to end (the thread frees the slot).
@@ -125,6 +199,7 @@ struct State {
     slots: Vec<Slot>,
     /// Slots free for reuse.
     free: Vec<usize>,
+    /// Due times; an item is current only while it matches its slot's generation and `due`.
     queue: BinaryHeap<Reverse<Due>>,
     /// The slot (and its generation) whose job is running, taken out of its slot meanwhile.
     running: Option<(usize, u64)>,
@@ -138,11 +213,21 @@ struct Slot {
     /// `None` while it runs, and once deregistered.
     job: Option<Job>,
     period: Duration,
-    /// Bumped when the slot is freed, so that a stale queue item or registration for an
-    /// earlier job in this slot is recognized.
+    /// Bumped when the slot is freed, so that a stale queue item, bell or registration
+    /// for an earlier job in this slot is recognized.
     generation: u64,
     /// Registered and not deregistered.
     live: bool,
+    /// When its current queue item is due; `None` while it runs.
+    due: Option<Instant>,
+    /// Rung while it ran: run it again at once.
+    woken: bool,
+}
+
+impl Slot {
+    fn vacant() -> Slot {
+        Slot { job: None, period: MIN_PERIOD, generation: 0, live: false, due: None, woken: false }
+    }
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -154,17 +239,35 @@ struct Due {
 }
 
 impl State {
-    fn push(&mut self, due: Instant, slot: usize, generation: u64) {
+    /// Queues `slot`'s job at `due`; an earlier item of it becomes stale.
+    fn queue_at(&mut self, slot: usize, due: Instant) {
         self.queued += 1;
-        let order = self.queued;
+        let (order, generation) = (self.queued, self.slots[slot].generation);
+        self.slots[slot].due = Some(due);
         self.queue.push(Reverse(Due { due, order, slot, generation }));
     }
 
-    /// Frees `slot` for another job; stale queue items for it are skipped by generation.
+    /// Frees `slot` for another job; stale queue items and bells for it are recognized by
+    /// generation.
     fn release(&mut self, slot: usize) {
-        self.slots[slot].generation += 1;
-        self.slots[slot].job = None;
+        let freed = &mut self.slots[slot];
+        freed.generation += 1;
+        freed.job = None;
+        freed.due = None;
+        freed.woken = false;
         self.free.push(slot);
+    }
+
+    /// A rung bell for `slot` at `generation`: run its job now (after the jobs already due).
+    fn wake(&mut self, slot: usize, generation: u64, now: Instant) {
+        let Some(woken) = self.slots.get_mut(slot).filter(|woken| woken.live && woken.generation == generation) else {
+            return; // deregistered since it rang
+        };
+        match woken.due {
+            None => woken.woken = true, // running: again when it ends
+            Some(due) if due > now => self.queue_at(slot, now),
+            Some(_) => {} // due already
+        }
     }
 }
 
@@ -202,16 +305,28 @@ impl Scheduler {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The first multiple of `period` (counted from the origin) after `now`: jobs with the
-    /// same period share their wakeups.
-    fn aligned(&self, period: Duration, now: Instant) -> Instant {
-        let since = now.saturating_duration_since(self.origin).as_nanos();
+    /// The first multiple of `period` (counted from the origin) after `at`: jobs with the
+    /// same period share their wakeups. A time too far to schedule (beyond a century)
+    /// becomes a century from `at`.
+    fn aligned_after(&self, period: Duration, at: Instant) -> Instant {
+        let since = at.saturating_duration_since(self.origin).as_nanos();
         let period_nanos = period.as_nanos().max(1);
         let next = (since / period_nanos + 1).saturating_mul(period_nanos);
-        // A period too long to schedule (beyond a century) never fires.
+        let century = CENTURY;
         match u64::try_from(next).ok().and_then(|next| self.origin.checked_add(Duration::from_nanos(next))) {
-            Some(due) if next < CENTURY_NANOS => due,
-            _ => now + Duration::from_secs(CENTURY_SECS),
+            Some(due) if due.saturating_duration_since(at) < century => due,
+            _ => at.checked_add(century).unwrap_or(at),
+        }
+    }
+
+    /// When a job that just returned `next` runs again.
+    fn due_after(&self, next: Next, period: Duration, now: Instant) -> Instant {
+        match next {
+            Next::OnTick => self.aligned_after(period, now),
+            Next::Soon => now + HURRY.min(period),
+            Next::Now => now,
+            // On the period's grid, so that sleeping maps share wakeups too.
+            Next::After(wait) => self.aligned_after(period, now.checked_add(wait.min(CENTURY)).unwrap_or(now)),
         }
     }
 
@@ -221,23 +336,32 @@ impl Scheduler {
     fn serve(&self) {
         let mut state = self.lock();
         let mut now = Instant::now();
+        let mut polled = now;
         loop {
+            if now.saturating_duration_since(polled) >= RING_POLL || !RUNG.load(Ordering::Relaxed).is_null() {
+                take_rung(|slot, generation| state.wake(slot, generation, now));
+                polled = now;
+            }
             let Some(Reverse(first)) = state.queue.peek() else {
                 state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
                 now = Instant::now();
                 continue;
             };
             if first.due > now {
-                let wait = first.due - now;
-                state = self.wake.wait_timeout(state, wait).unwrap_or_else(PoisonError::into_inner).0;
+                let wait = (first.due - now).min(RING_POLL.saturating_sub(now.saturating_duration_since(polled)));
+                if !wait.is_zero() {
+                    state = self.wake.wait_timeout(state, wait).unwrap_or_else(PoisonError::into_inner).0;
+                }
                 now = Instant::now();
                 continue;
             }
-            let Some(Reverse(Due { slot, generation, .. })) = state.queue.pop() else { continue };
-            if state.slots[slot].generation != generation {
-                continue; // a stale item: the slot's job was deregistered
+            let Some(Reverse(Due { due, slot, generation, .. })) = state.queue.pop() else { continue };
+            let current = &state.slots[slot];
+            if current.generation != generation || current.due != Some(due) {
+                continue; // stale: deregistered, or queued again since
             }
             let Some(mut job) = state.slots[slot].job.take() else { continue };
+            state.slots[slot].due = None;
             state.running = Some((slot, generation));
             drop(state);
             let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut job)).unwrap_or(Next::OnTick);
@@ -258,31 +382,28 @@ impl Scheduler {
                 continue;
             }
             state.running = None;
-            state.slots[slot].job = Some(job);
-            let period = state.slots[slot].period;
+            let ran = &mut state.slots[slot];
+            ran.job = Some(job);
+            let period = ran.period;
             now = Instant::now();
-            let due = match next {
-                Next::OnTick => self.aligned(period, now),
-                Next::Soon => now + HURRY.min(period),
-                Next::Now => now,
-                Next::After(wait) => self.aligned(wait.max(MIN_PERIOD), now),
-            };
-            state.push(due, slot, generation);
+            let due = if std::mem::take(&mut ran.woken) { now } else { self.due_after(next, period, now) };
+            state.queue_at(slot, due);
         }
     }
 }
 
-const CENTURY_SECS: u64 = 100 * 365 * 24 * 3600;
-const CENTURY_NANOS: u128 = CENTURY_SECS as u128 * 1_000_000_000;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{mpsc, Arc};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+
+    fn job(f: impl FnMut() -> Next + Send + 'static) -> Job {
+        Box::new(f)
+    }
 
     #[test]
-    fn jobs_share_one_thread_and_stop_waits_for_a_run_in_progress() {
+    fn jobs_share_one_thread_and_a_deregistered_job_never_runs_again() {
         let threads = Arc::new(Mutex::new(std::collections::HashSet::new()));
         let runs = Arc::new(AtomicUsize::new(0));
         let registrations: Vec<Registration> = (0..50)
@@ -290,7 +411,8 @@ mod tests {
                 let (threads, runs) = (Arc::clone(&threads), Arc::clone(&runs));
                 register(
                     Duration::from_millis(5),
-                    Box::new(move || {
+                    &Doorbell::new(),
+                    job(move || {
                         threads.lock().unwrap().insert(thread::current().id());
                         runs.fetch_add(1, Ordering::Relaxed);
                         Next::OnTick
@@ -315,7 +437,8 @@ mod tests {
         let ended_in_job = Arc::clone(&ended);
         let registration = register(
             MIN_PERIOD,
-            Box::new(move || {
+            &Doorbell::new(),
+            job(move || {
                 let _ = started.send(());
                 thread::sleep(Duration::from_millis(50));
                 ended_in_job.fetch_add(1, Ordering::SeqCst);
@@ -323,9 +446,8 @@ mod tests {
             }),
         );
         started_rx.recv().unwrap();
-        let runs_begun = 1;
         registration.stop();
-        assert!(ended.load(Ordering::SeqCst) >= runs_begun, "stop returned while the run was in progress");
+        assert!(ended.load(Ordering::SeqCst) >= 1, "stop returned while the run was in progress");
     }
 
     #[test]
@@ -334,7 +456,8 @@ mod tests {
         let counted = Arc::clone(&runs);
         let registration = register(
             MIN_PERIOD,
-            Box::new(move || {
+            &Doorbell::new(),
+            job(move || {
                 counted.fetch_add(1, Ordering::Relaxed);
                 panic!("a job's panic");
             }),
@@ -343,5 +466,31 @@ mod tests {
             thread::sleep(Duration::from_millis(1));
         }
         drop(registration);
+    }
+
+    #[test]
+    fn a_sleeping_job_runs_soon_after_its_bell_rings() {
+        // The job asks to sleep for an hour after each run; each ring wakes it within the
+        // poll interval (allowing for a loaded machine).
+        let (ran, runs) = mpsc::channel();
+        let bell = Doorbell::new();
+        let registration = register(
+            Duration::from_millis(1),
+            &bell,
+            job(move || {
+                let _ = ran.send(Instant::now());
+                Next::After(Duration::from_secs(3600))
+            }),
+        );
+        runs.recv().unwrap(); // the first, scheduled run
+        for _ in 0..3 {
+            let rung = Instant::now();
+            bell.ring();
+            let woke = runs.recv_timeout(Duration::from_secs(10)).expect("a rung job runs");
+            assert!(woke >= rung, "ran before the ring");
+        }
+        drop(registration);
+        bell.ring(); // a bell rung after deregistration is ignored
+        assert!(runs.recv_timeout(RING_POLL * 3).is_err(), "a deregistered job ran");
     }
 }

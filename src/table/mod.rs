@@ -98,7 +98,13 @@ where
     K: Hash + Eq,
     S: BuildHasher,
 {
-    pub(crate) fn new(buckets: usize, hasher: S, eager_release: fn(&V) -> bool) -> Table<K, V, S> {
+    /// `bell` is rung when an unlinked entry lands on an empty stripe of the unlinked intake.
+    pub(crate) fn new(
+        buckets: usize,
+        hasher: S,
+        eager_release: fn(&V) -> bool,
+        bell: Option<std::sync::Arc<crate::scheduler::Doorbell>>,
+    ) -> Table<K, V, S> {
         let directory = Directory::new(buckets);
         // Bucket 0's dummy is the list's head: linked by being the head.
         let Claim::Won(head) = directory.claim(0) else { unreachable!("a new directory's bucket 0 is unclaimed") };
@@ -109,7 +115,7 @@ where
             directory,
             head,
             len: Counter::new(),
-            unlinked: Intake::new(),
+            unlinked: Intake::new(bell),
             janitor_gone: AtomicBool::new(false),
             eager_release,
         }

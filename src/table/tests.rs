@@ -76,7 +76,7 @@ fn janitor_table<S>(hasher: S) -> Table<u64, u64, S>
 where
     S: BuildHasher,
 {
-    Table::new(2, hasher, |_| false)
+    Table::new(2, hasher, |_| false, None)
 }
 
 #[test]
