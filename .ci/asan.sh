@@ -38,5 +38,7 @@ cargo test -p download-buffer --target "$target" \
     --test engine_simulation \
     --test engine_drain \
     --test engine_features \
+    --test engine_panics \
+    --test engine_panics_janitor \
     --test timing \
     "$@"

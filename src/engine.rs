@@ -8,6 +8,7 @@
 //! timing wheel, hears of new and removed entries through striped intakes, and removes
 //! what is due. See `docs/design.md` for the invariants and the proofs.
 
+use std::cell::Cell;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
@@ -22,7 +23,7 @@ use crate::scheduler::{self, Doorbell, Registration};
 use crate::stats::{Stats, Tally};
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{Arc, AtomicBool, Ordering};
-use crate::table::{new_entry, Entry, Inserted, Table};
+use crate::table::{new_entry, Entry, Inserted, Replaced, Table};
 use crate::ticker::Next;
 use crate::weights::{Weigher, Weights};
 use crate::wheel::levels_for;
@@ -325,28 +326,32 @@ where
     }
 
     /// Makes the entry for `key` and offers it to the table (`admit` as in
-    /// `Table::insert`). A linked entry is counted as an insert and handed to the janitor;
-    /// a refused one is freed here. A replaced entry's deadline is handed down to the new
-    /// one (docs/design.md, "Replacing"), so a touch of the old entry, however it raced
-    /// this call, is never lost.
+    /// `Table::insert`, with the weight counted for the entry so far, which it may change).
+    /// A linked entry is counted as an insert and handed to the janitor; a refused one is
+    /// freed here, and the weight counted for it given back, as when user code in the
+    /// search (`K: Eq`) or in `admit` panics. A replaced entry's deadline is handed down to
+    /// the new one (docs/design.md, "Replacing"), so a touch of the old entry, however it
+    /// raced this call, is never lost; the caller counts the old entry out and then unlinks
+    /// it ([`Core::retire_replaced`]).
     fn link<'g>(
         &'g self,
         new: NewEntry<K, V>,
+        counted: usize,
         guard: &'g Guard,
-        admit: impl FnMut(Option<&'g Entry<K, V>>) -> bool,
+        mut admit: impl FnMut(Option<&'g Entry<K, V>>, &Cell<usize>) -> bool,
     ) -> Inserted<'g, K, V> {
         let deadline = self.scale.deadline_after_touch(new.now);
         // Once the janitor is gone, nobody takes entries from the intake: they count as
         // taken already, so their unlinker retires them (see `Table::unlink`).
         let janitor_gone = self.table.janitor_gone();
         let entry = new_entry(new.key, new.value, new.hash, Life::new(deadline, janitor_gone));
+        let unpublished = Unpublished { entry, weights: &self.weights, counted: Cell::new(counted) };
         // SAFETY: a fresh `Box::into_raw` entry, unpublished, keyed with `self.table`'s hash.
-        let inserted = unsafe { self.table.insert(entry, guard, admit) };
+        let inserted = unsafe { self.table.insert(entry, guard, |found| admit(found, &unpublished.counted)) };
         if let Inserted::Refused = inserted {
-            // SAFETY: refused, so never published: nobody else can reach it.
-            unsafe { destroy_whole(entry) };
-            return inserted;
+            return inserted; // `unpublished` frees it and gives its weight back
         }
+        std::mem::forget(unpublished);
         self.tally.insert();
         if !janitor_gone {
             // SAFETY: alive: an entry is freed only after its janitor side lets go, which for
@@ -357,10 +362,18 @@ where
         inserted
     }
 
+    /// After a replacing set: gives back the weight of the entry it replaced (beyond
+    /// `keep`, which the new entry took over), then unlinks that entry (a search, which
+    /// asks `K: Eq`: last, so that a panic there leaves nothing unaccounted for).
+    fn retire_replaced(&self, replaced: Replaced<'_, K, V>, keep: usize, guard: &Guard) {
+        self.weights.release(self.weight_of(replaced.old).saturating_sub(keep));
+        self.table.unlink_replaced(replaced, guard);
+    }
+
     /// Reads the clock, hashes the key and weighs the value: the user code (a custom clock,
     /// `K: Hash`, the weigher) that can run before anything is counted or published, so that
-    /// a panic there leaves nothing half done. (`K: Eq` runs in the table's search, after
-    /// the weight is counted; the weigher again on removal.)
+    /// a panic there leaves nothing half done. (`K: Eq` runs in the table's search, while
+    /// [`link`](Self::link) holds the unpublished entry; the weigher again on removal.)
     fn prepare(&self, key: K, value: V) -> NewEntry<K, V> {
         let now = self.now();
         let hash = self.table.hash(&key);
@@ -370,10 +383,11 @@ where
 
     fn set(&self, key: K, value: V) {
         let new = self.prepare(key, value);
-        self.weights.add(new.weight);
+        let weight = new.weight;
+        self.weights.add(weight);
         let guard = epoch::pin();
-        if let Inserted::Replaced(old) = self.link(new, &guard, |_| true) {
-            self.release_weight(old);
+        if let Inserted::Replaced(old) = self.link(new, weight, &guard, |_, _| true) {
+            self.retire_replaced(old, 0, &guard);
         }
     }
 
@@ -381,45 +395,38 @@ where
         let new = self.prepare(key, value);
         let weight = new.weight;
         let now = self.scale.ticks(new.now);
-        // Counted once it decides to store (not before it looks: a refused call must not
-        // hold room that a racing `try_set` is refused for).
-        let mut counted = false;
         let guard = epoch::pin();
         // A live entry refuses; a dead one is claimed dead first (the janitor's CAS), so
         // that no touch that read the clock earlier revives it between this look and the
-        // replacing CAS.
-        let inserted = self.link(new, &guard, |found| {
+        // replacing CAS. The weight is counted once it decides to store (not before it
+        // looks: a refused call must not hold room that a racing `try_set` is refused for).
+        let inserted = self.link(new, 0, &guard, |found, counted| {
             let store = found.is_none_or(|old| old.life.kill_if_dead(now));
-            if store && !counted {
+            if store && counted.get() == 0 && weight > 0 {
                 self.weights.add(weight);
-                counted = true;
+                counted.set(weight);
             }
             store
         });
         match inserted {
             Inserted::New => true,
             Inserted::Replaced(old) => {
-                self.release_weight(old);
+                self.retire_replaced(old, 0, &guard);
                 true
             }
-            Inserted::Refused => {
-                if counted {
-                    self.weights.release(weight); // counted for an earlier attempt
-                }
-                false
-            }
+            Inserted::Refused => false,
         }
     }
 
     fn try_set(&self, key: K, value: V) -> Result<(), Error> {
         let new = self.prepare(key, value);
         let weight = new.weight;
-        // Room taken so far: what this attempt needs beyond the weight of the entry it
-        // would replace (a replacement hands that weight over to the new entry).
-        let mut reserved = 0;
         let mut refused = None;
         let guard = epoch::pin();
-        let inserted = self.link(new, &guard, |found| {
+        // Counted per attempt: the room this attempt needs beyond the weight of the entry
+        // it would replace (a replacement hands that weight over to the new entry).
+        let inserted = self.link(new, 0, &guard, |found, counted| {
+            let reserved = counted.get();
             let needed = weight.saturating_sub(found.map_or(0, |old| self.weight_of(old)));
             if needed > reserved {
                 if let Err(mut seen) = self.weights.try_add(needed - reserved) {
@@ -432,19 +439,19 @@ where
             } else {
                 self.weights.release(reserved - needed);
             }
-            reserved = needed;
+            counted.set(needed);
             true
         });
         match inserted {
             Inserted::New => Ok(()),
             Inserted::Replaced(old) => {
-                // Counted so far: `reserved` on top of the old entry's weight, which is at
-                // least `weight`; the rest goes back now that the old entry is gone.
-                self.weights.release((reserved + self.weight_of(old)).saturating_sub(weight));
+                // Counted: `needed` on top of the old entry's weight, which was at least
+                // `weight - needed`; the old weight goes, less what the new entry needs.
+                let needed = weight.saturating_sub(self.weight_of(old.old));
+                self.retire_replaced(old, weight - needed, &guard);
                 Ok(())
             }
             Inserted::Refused => {
-                self.weights.release(reserved);
                 let seen = refused.expect("try_set refuses only for want of room");
                 Err(Error::Full { budget: seen.max, held: seen.held, asked: weight })
             }
@@ -494,14 +501,15 @@ where
     /// Removes `entry` if no one else has (counting its weight out if this call did), and
     /// settles its fate with the janitor (`Life::settle_removal`).
     fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> Removed {
-        if !self.table.remove(entry, guard) {
-            return Removed::Lost;
-        }
-        self.release_weight(entry);
-        if entry.life.settle_removal() {
-            Removed::Expired
-        } else {
-            Removed::Ours
+        let settled = self.table.remove(entry, guard, || {
+            let expired = entry.life.settle_removal();
+            self.release_weight(entry);
+            expired
+        });
+        match settled {
+            None => Removed::Lost,
+            Some(true) => Removed::Expired,
+            Some(false) => Removed::Ours,
         }
     }
 
@@ -638,6 +646,24 @@ enum Removed {
     Expired,
     /// This call removed it, and owns its removal.
     Ours,
+}
+
+/// An entry [`Core::link`] made and has not published (yet): freed, with the weight
+/// counted for it given back, when the link refuses it or user code in the table's search
+/// (`K: Eq`) or in the admission (the weigher) panics. Forgotten once published.
+struct Unpublished<'a, K, V> {
+    entry: *mut Entry<K, V>,
+    weights: &'a Weights<V>,
+    counted: Cell<usize>,
+}
+
+impl<K, V> Drop for Unpublished<'_, K, V> {
+    fn drop(&mut self) {
+        // SAFETY: made by `new_entry` and never published (it is forgotten once it is), so
+        // nobody else can reach it.
+        unsafe { destroy_whole(self.entry) };
+        self.weights.release(self.counted.get());
+    }
 }
 
 /// A value on its way into the table, with what was computed for it before anything was

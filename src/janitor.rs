@@ -556,10 +556,8 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
             // (`Stats::expirations` against `len`). Only the run holding the try-lock writes
             // the total: a load and a store.
             expired_total.store(expired_total.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            if table.remove(entry, guard) {
-                // SAFETY: reached through the wheel while pinned; its value lives until the pin ends.
-                weights.release(weights.weigh(unsafe { entry.value() }));
-            }
+            // SAFETY: reached through the wheel while pinned; its value lives until the pin ends.
+            let _ = table.remove(entry, guard, || weights.release(weights.weigh(unsafe { entry.value() })));
             if let Some(expired) = expired {
                 // SAFETY: reached through the wheel while pinned by `guard`; removed just now
                 // or by a racer after the pin, its value is dropped only after `guard`.
@@ -569,10 +567,8 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
         // Claimed dead by a `set_if_absent` that will replace it, unless it panicked first:
         // remove it as garbage (not an expiry); whichever mark wins counts the weight out.
         Claim::Dead => {
-            if table.remove(entry, guard) {
-                // SAFETY: as above.
-                weights.release(weights.weigh(unsafe { entry.value() }));
-            }
+            // SAFETY: as above.
+            let _ = table.remove(entry, guard, || weights.release(weights.weigh(unsafe { entry.value() })));
         }
     }
 }

@@ -205,6 +205,9 @@ struct State {
     running: Option<(usize, u64)>,
     /// Deregistrations waiting on `finished`.
     waiters: usize,
+    /// Queue items that are no longer current (a wake queued its job earlier, or it was
+    /// deregistered); dropped in a sweep once they are half the queue.
+    stale: usize,
     /// Tie-breaker: jobs due at the same time run in the order they were queued.
     queued: u64,
 }
@@ -243,8 +246,31 @@ impl State {
     fn queue_at(&mut self, slot: usize, due: Instant) {
         self.queued += 1;
         let (order, generation) = (self.queued, self.slots[slot].generation);
-        self.slots[slot].due = Some(due);
+        if self.slots[slot].due.replace(due).is_some() {
+            self.went_stale();
+        }
         self.queue.push(Reverse(Due { due, order, slot, generation }));
+    }
+
+    /// Whether `item` is its slot's current queue item.
+    fn is_current(&self, item: &Due) -> bool {
+        let slot = &self.slots[item.slot];
+        slot.generation == item.generation && slot.due == Some(item.due)
+    }
+
+    /// Counts an item that went stale; sweeps the stale ones out once they are half the
+    /// queue (a map woken often while it sleeps long would otherwise leave one behind per
+    /// wake until its sleep ends).
+    fn went_stale(&mut self) {
+        self.stale += 1;
+        if self.stale > 32 && self.stale * 2 > self.queue.len() {
+            let queue = std::mem::take(&mut self.queue);
+            let mut current: Vec<Reverse<Due>> = queue.into_vec();
+            current.retain(|Reverse(item)| self.is_current(item));
+            current.shrink_to(current.len() * 2);
+            self.queue = BinaryHeap::from(current);
+            self.stale = 0;
+        }
     }
 
     /// Frees `slot` for another job; stale queue items and bells for it are recognized by
@@ -253,8 +279,10 @@ impl State {
         let freed = &mut self.slots[slot];
         freed.generation += 1;
         freed.job = None;
-        freed.due = None;
         freed.woken = false;
+        if freed.due.take().is_some() {
+            self.went_stale();
+        }
         self.free.push(slot);
     }
 
@@ -282,6 +310,7 @@ impl Scheduler {
                 queue: BinaryHeap::new(),
                 running: None,
                 waiters: 0,
+                stale: 0,
                 queued: 0,
             }),
             wake: Condvar::new(),
@@ -355,11 +384,12 @@ impl Scheduler {
                 now = Instant::now();
                 continue;
             }
-            let Some(Reverse(Due { due, slot, generation, .. })) = state.queue.pop() else { continue };
-            let current = &state.slots[slot];
-            if current.generation != generation || current.due != Some(due) {
+            let Some(Reverse(item)) = state.queue.pop() else { continue };
+            if !state.is_current(&item) {
+                state.stale = state.stale.saturating_sub(1);
                 continue; // stale: deregistered, or queued again since
             }
+            let Due { slot, generation, .. } = item;
             let Some(mut job) = state.slots[slot].job.take() else { continue };
             state.slots[slot].due = None;
             state.running = Some((slot, generation));

@@ -505,19 +505,72 @@ fn entries_removed_while_the_janitor_holds_them_ahead_are_left_to_their_remover(
 
 static PANIC_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// An eager-release predicate that panics once, the first time it is asked while armed.
+/// A key whose `Eq` panics once, the first time it is asked while armed. All keys share a
+/// hash, so that every removal's unlinking search compares keys.
+#[derive(Debug, Clone, Copy)]
+struct Colliding(u64);
+
+impl std::hash::Hash for Colliding {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        0u64.hash(state);
+    }
+}
+
+impl PartialEq for Colliding {
+    fn eq(&self, other: &Colliding) -> bool {
+        if PANIC_ARMED.swap(false, Ordering::SeqCst) {
+            std::panic::resume_unwind(Box::new("intentional panic in a key's Eq"));
+        }
+        self.0 == other.0
+    }
+}
+
+impl Eq for Colliding {}
+
+#[test]
+fn a_panic_in_the_middle_of_an_expiry_strands_no_entry() {
+    // The janitor holds due entries ahead of the one it handles; a panic while handling one
+    // (here from a key's `Eq`, asked as the janitor unlinks) must not leave the others off
+    // the wheel, where nothing would ever expire them.
+    let clock = ManualClock::new();
+    let map = Builder::<Colliding, u64>::new(TICK, EXPIRE).clock(clock.clone()).manual().build().expect("valid");
+    for key in 0..100 {
+        map.set(Colliding(key), key);
+    }
+    map.run_janitor();
+    // Key 0, first in the list, stays: every other removal's search passes it, comparing.
+    advance_to(&clock, ms(500));
+    assert_eq!(map.get(&Colliding(0)), Some(0));
+    advance_to(&clock, ms(1020));
+    PANIC_ARMED.store(true, Ordering::SeqCst);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| map.run_janitor()));
+    assert!(run.is_err(), "the key's Eq did not panic: {run:?}");
+    // The next runs expire the rest: the entry whose unlink panicked was claimed, removed and
+    // counted out already (a later search unlinks it); the others were filed again.
+    advance_to(&clock, ms(1040));
+    let (_, expired) = run_until_idle(&map);
+    assert_eq!(expired, 98, "{:?}", map.janitor_stats());
+    assert_eq!(map.len(), 1, "key 0, touched at 500 ms, lives on");
+    advance_to(&clock, ms(1600));
+    assert_eq!(run_until_idle(&map).1, 1);
+    assert_eq!(map.len(), 0);
+    assert!((0..100).all(|key| map.get(&Colliding(key)).is_none()));
+}
+
+static PREDICATE_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// An eager-release predicate that panics whenever it is asked while armed.
 fn panicking_is_large(_: &u64) -> bool {
-    if PANIC_ARMED.swap(false, Ordering::SeqCst) {
+    if PREDICATE_PANICS.load(Ordering::SeqCst) {
         std::panic::resume_unwind(Box::new("intentional panic in the eager-release predicate"));
     }
     false
 }
 
 #[test]
-fn a_panic_in_the_middle_of_an_expiry_strands_no_entry() {
-    // The janitor holds due entries ahead of the one it handles; a panic while handling one
-    // (here from the predicate it asks as it unlinks) must not leave the others off the wheel,
-    // where nothing would ever expire them.
+fn a_panicking_eager_release_predicate_counts_as_no_and_expiry_completes() {
+    // The predicate is a hint asked as each entry is unlinked: a panic there must neither
+    // end a run nor reach the callers whose searches unlink the entry.
     let clock = ManualClock::new();
     let map = Builder::<u64, u64>::new(TICK, EXPIRE)
         .clock(clock.clone())
@@ -529,17 +582,14 @@ fn a_panic_in_the_middle_of_an_expiry_strands_no_entry() {
         map.set(key, key);
     }
     map.run_janitor();
+    PREDICATE_PANICS.store(true, Ordering::SeqCst);
+    assert!(map.delete(&0) && map.fetch_and_delete(&1) == Some(1));
+    map.set(2, 20); // replaces, and unlinks the old entry
     advance_to(&clock, ms(1020));
-    PANIC_ARMED.store(true, Ordering::SeqCst);
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| map.run_janitor()));
-    assert!(run.is_err(), "the predicate did not panic");
-    // The next runs expire the rest: the entry whose unlink panicked was claimed and counted
-    // out already; the others were filed again.
-    advance_to(&clock, ms(1040));
     let (_, expired) = run_until_idle(&map);
-    assert_eq!(expired, 99, "{:?}", map.janitor_stats());
+    PREDICATE_PANICS.store(false, Ordering::SeqCst);
+    assert_eq!(expired, 98, "{:?}", map.janitor_stats());
     assert_eq!(map.len(), 0);
-    assert!((0..100).all(|key| map.get(&key).is_none()));
 }
 
 #[test]

@@ -15,73 +15,15 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
 
-use common::{drain_epoch, isolated, manual_buffer, manual_map, ms, XorShift};
+use common::{isolated, manual_buffer, manual_map, ms, XorShift};
 use download_buffer::{BufferId, Bytes, ChunkHandle, ExpiringMap, ManualClock};
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/heap.rs"]
+mod heap;
 
-/// The process's heap at one instant: live bytes and live allocations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Heap {
-    // Ordered by bytes first (the smallest heap of several).
-    bytes: isize,
-    blocks: i64,
-}
-
-fn heap() -> Heap {
-    // Blocks first: a block allocated and freed between the two reads can then only make
-    // `blocks` read high, never negative.
-    let blocks = counting_alloc::live_blocks();
-    Heap { bytes: counting_alloc::live(), blocks }
-}
-
-fn live_bytes() -> isize {
-    counting_alloc::live()
-}
-
-const MIB: isize = 1 << 20;
-
-fn mib(bytes: isize) -> f64 {
-    bytes as f64 / MIB as f64
-}
-
-/// Epoch drains a measurement may take: enough to cover every phase of crossbeam-epoch's
-/// collection schedule (a collection every 128 pins, besides the flushes) several times.
-const DRAIN_WINDOW: usize = 256;
-
-/// The heap once the epoch is drained, taken as the smallest heap seen at the end of each
-/// of [`DRAIN_WINDOW`] drains.
-///
-/// One drain is not enough for an exact figure. A drain unlinks the `Local`s of exited
-/// threads from crossbeam-epoch's registry and defers their destruction, and pops queue
-/// nodes whose destruction is deferred in turn; the next drains free those. And at the end
-/// of a drain crossbeam's own garbage queue holds a number of nodes (sealed bags of 64
-/// deferred calls, about 2 KiB each) that depends on where the drain fell in its
-/// collection schedule: at most drains the fewest, at some one or two more. The smallest
-/// figure is the one every drained state returns to.
-fn drained_minimum() -> Heap {
-    let mut least = heap();
-    for _ in 0..DRAIN_WINDOW {
-        drain_epoch();
-        least = least.min(heap());
-    }
-    least
-}
-
-/// Drains the epoch until the heap is `target`, at most [`DRAIN_WINDOW`] times; returns
-/// the drains it took, or the smallest heap seen.
-fn drain_until(target: Heap) -> Result<usize, Heap> {
-    let mut least = heap();
-    for drains in 0..=DRAIN_WINDOW {
-        if heap() == target {
-            return Ok(drains);
-        }
-        least = least.min(heap());
-        drain_epoch();
-    }
-    Err(least)
-}
+use heap::{drain_until, drained_minimum, live_bytes, mib, DRAIN_WINDOW, MIB};
 
 /// A value of `len` bytes for `key`: a pattern that names the key, so a value returned for
 /// the wrong key, or a torn or freed one, shows up.

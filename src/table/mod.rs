@@ -58,10 +58,19 @@ pub(crate) enum Removal {
 pub(crate) enum Inserted<'g, K, V> {
     /// Linked under a key that had no entry.
     New,
-    /// Replaced this entry, which this call removed.
-    Replaced(&'g Entry<K, V>),
+    /// Replaced an entry, which this call removed; the caller unlinks it
+    /// ([`Table::unlink_replaced`]) once it has done its accounting.
+    Replaced(Replaced<'g, K, V>),
     /// Not linked: the caller's `admit` said no. The entry is still the caller's.
     Refused,
+}
+
+/// An entry a `set` replaced (marked, so removed, but maybe still linked), and where.
+pub(crate) struct Replaced<'g, K, V> {
+    pub(crate) old: &'g Entry<K, V>,
+    bucket: &'g Link,
+    pred: &'g Link,
+    new: &'g Entry<K, V>,
 }
 
 /// What a search found: the node before the position, and the node at it.
@@ -191,15 +200,11 @@ where
                 // The linearization point of a replacing set: the old node is removed and
                 // the new one reachable through it, in one step.
                 if old.link.next.compare_exchange(succ, marked(new_link), PUBLISH, Ordering::Acquire).is_ok() {
-                    // Before anything that runs user code (the unlink asks `eager_release`), so
-                    // that no panic there leaves the new entry pending.
+                    // Nothing from here to the caller runs user code, so that no panic leaves
+                    // the new entry pending or unaccounted for; the unlink (which asks `K: Eq`
+                    // if it has to search) is the caller's next step.
                     self.hand_down(old, new);
-                    if !self.unlink(at.pred, at.curr, new_link, guard) {
-                        // The list changed around it: a search unlinks it (readers never do,
-                        // and the old value must not stay reachable).
-                        let _ = self.search(bucket, new.link.so_key, Some(&new.key), None, guard);
-                    }
-                    return Inserted::Replaced(old);
+                    return Inserted::Replaced(Replaced { old, bucket, pred: at.pred, new });
                 }
             } else {
                 if !admit(None) {
@@ -258,9 +263,27 @@ where
         }
     }
 
-    /// Removes `entry` if no one else has: marks it (the linearization point) and makes sure
-    /// it is unlinked. Returns whether this call removed it.
-    pub(crate) fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> bool {
+    /// Unlinks the entry a `set` replaced (or finds that a helping search has): after the
+    /// set's accounting, because a search here runs `K: Eq`, which may panic; a node left
+    /// marked and linked by a panic is unlinked by the next search that passes it.
+    pub(crate) fn unlink_replaced(&self, replaced: Replaced<'_, K, V>, guard: &Guard) {
+        let Replaced { old, bucket, pred, new } = replaced;
+        let curr = std::ptr::from_ref(&old.link).cast_mut();
+        let new_link = std::ptr::from_ref(&new.link).cast_mut();
+        if !self.unlink(pred, curr, new_link, guard) {
+            // The list changed around it: a search unlinks it (readers never do, and the
+            // old value must not stay reachable).
+            let _ = self.search(bucket, new.link.so_key, Some(&new.key), None, guard);
+        }
+    }
+
+    /// Removes `entry` if no one else has: marks it (the linearization point), runs
+    /// `settle` (the remover's accounting), and makes sure it is unlinked. Returns what
+    /// `settle` returned if this call removed it, `None` if someone else had.
+    ///
+    /// `settle` runs before the unlink, whose search asks `K: Eq`: a panic there leaves
+    /// the entry removed, accounted for, and marked for the next search to unlink.
+    pub(crate) fn remove<R>(&self, entry: &Entry<K, V>, guard: &Guard, settle: impl FnOnce() -> R) -> Option<R> {
         // Counted out before the mark, so that `len` never counts an entry already removed
         // (see `Counter::sum`); a remover that loses counts it back in.
         self.len.count_out();
@@ -275,7 +298,7 @@ where
                 if !broken && !cfg!(loom_broken = "len_no_undo") {
                     self.len.count_in();
                 }
-                return broken;
+                return broken.then(settle);
             }
             // SeqCst: ordered against the janitor's SeqCst claim on `life` (see
             // `Core::fetch_and_delete`).
@@ -284,13 +307,14 @@ where
                 Err(seen) => succ = seen,
             }
         }
+        let settled = settle();
         // Unlink it (or find that a helping search already has): a search for the key
         // unlinks every removed node it passes, and stops right after unlinking this one.
         let hash = hash_of(entry.link.so_key);
         let bucket = self.bucket(hash, guard);
         let own = std::ptr::from_ref(&entry.link).cast_mut();
         let _ = self.search(bucket, entry.link.so_key, Some(&entry.key), Some(own), guard);
-        true
+        Some(settled)
     }
 
     /// Warms the cache for a later [`remove`](Self::remove) of `entry`, in two steps a few
@@ -378,10 +402,14 @@ where
         let entry = curr.cast::<Entry<K, V>>();
         // SAFETY: `curr` was reachable while the guard is pinned; only entries are removed.
         let node = unsafe { &*entry };
-        // Asked before the CAS: a panicking predicate then leaves the entry linked (and
-        // marked) for the next search, instead of unlinked and never handed on.
-        // SAFETY: we are pinned and the value is dropped only after an unlink.
-        let flush = (self.eager_release)(unsafe { node.value() });
+        // Asked before the CAS, and a panic counts as "no": the predicate is a hint, and a
+        // panic that escaped here would end the search of whichever call passed the node
+        // (every later one, if the predicate panics again).
+        let is_large = std::panic::AssertUnwindSafe(|| {
+            // SAFETY: we are pinned and the value is dropped only after an unlink.
+            (self.eager_release)(unsafe { node.value() })
+        });
+        let flush = std::panic::catch_unwind(is_large).unwrap_or(false);
         if pred.next.compare_exchange(curr, succ, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return false;
         }

@@ -44,7 +44,13 @@ fn insert_with_life<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value:
     let guard = epoch::pin();
     let entry = new_entry(key, value, table.hash(&key), Life::new(0, taken));
     // SAFETY: a fresh, unpublished entry keyed with the table's hash.
-    matches!(unsafe { table.insert(entry, &guard, |_| true) }, Inserted::Replaced(_))
+    match unsafe { table.insert(entry, &guard, |_| true) } {
+        Inserted::Replaced(old) => {
+            table.unlink_replaced(old, &guard);
+            true
+        }
+        _ => false,
+    }
 }
 
 fn get<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64) -> Option<u64> {
@@ -56,7 +62,7 @@ fn get<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64) -> Option<u64> {
 fn remove<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64) -> bool {
     let guard = epoch::pin();
     match table.find(&key, table.hash(&key), &guard) {
-        Some(entry) => table.remove(entry, &guard),
+        Some(entry) => table.remove(entry, &guard, || ()).is_some(),
         None => false,
     }
 }

@@ -1,0 +1,70 @@
+//! Panicking user code on the janitor thread leaves the engine consistent and leaks
+//! nothing: keys whose `Eq` panics as the janitor removes their entries, an expiry listener
+//! that panics, while the callers' calls fault too (see `engine_panics.rs`). The test waits
+//! for the end state: every entry expired by the janitor thread, the bytes held 0, every
+//! value dropped exactly once, and the heap back to its baseline.
+
+mod common;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use common::{isolated, ms, XorShift};
+use download_buffer::{Builder, ExpiringMap};
+
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+#[path = "common/faults.rs"]
+mod faults;
+#[path = "common/heap.rs"]
+mod heap;
+
+use faults::*;
+use heap::drained_minimum;
+
+/// The process's one-time allocations for the janitor thread: its start, and its
+/// registration with the epoch the first time it expires something.
+fn warm_up_janitor_thread() {
+    let warm_up = ExpiringMap::<u64, u64>::new(ms(1), ms(1)).expect("valid durations");
+    warm_up.set(1, 1);
+    common::wait_for("the warm-up entry to expire", || warm_up.is_empty());
+}
+
+#[test]
+fn panicking_keys_and_listener_on_the_janitor_thread_leak_nothing() {
+    isolated(|| {
+        quiet_injected_panics();
+        warm_up_janitor_thread();
+        let before = drained_minimum();
+        let live = Arc::new(AtomicI64::new(0));
+        let heard = Arc::new(AtomicU64::new(0));
+        // The system clock and a janitor thread: expiries (and their key comparisons and
+        // listener calls) run on the janitor thread while the callers' calls fault too.
+        let map = Arc::new(budgeted(Builder::new(ms(8), ms(40)), &heard));
+        ARMED.store(true, Ordering::Relaxed);
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                let (map, live) = (Arc::clone(&map), Arc::clone(&live));
+                thread::spawn(move || {
+                    let mut rng = XorShift::new(100 + t);
+                    for i in 0..20_000u64 {
+                        let _ = operate(&map, &live, &mut rng);
+                        if i % 1024 == 0 {
+                            thread::sleep(ms(2)); // let entries expire under the janitor
+                        }
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().expect("every panic was caught");
+        }
+        ARMED.store(false, Ordering::Relaxed);
+        common::wait_for("every entry to expire on the janitor thread", || map.is_empty());
+        assert_eq!(map.stats().bytes, 0, "bytes held after everything expired: {:?}", map.stats());
+        assert!(map.janitor_stats().expired > 0, "{:?}", map.janitor_stats());
+        drop((map, heard));
+        assert_leaks_nothing(Some(before), live, true);
+    });
+}
