@@ -11,6 +11,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A monotonic source of time for a buffer's expiry.
+///
+/// It must never go backwards. If it does (a clock stepped back by an hour), the janitor
+/// keeps the time it had reached until the clock catches up: nothing expires for the
+/// length of the step, and an entry set meanwhile (dated by the earlier time) is removed
+/// as soon as the janitor sees it, while callers, who judge by the clock, still find
+/// older entries for the length of the step. Debug builds catch it: the janitor's next run
+/// panics with "the map's clock went back" (on the janitor thread, where the panic is
+/// contained and reported by the panic hook; in manual mode, from
+/// [`run_janitor`](crate::ExpiringMap::run_janitor)).
+///
+/// It may be called from many threads at once, on every `set`, hit and removal: keep it
+/// cheap. A panic in it propagates to the caller (or is contained on the janitor thread)
+/// and leaves the map as it was.
 pub trait Clock: Send + Sync + 'static {
     /// Time elapsed since an origin of the clock's choosing. Must never go backwards.
     fn now(&self) -> Duration;
@@ -192,9 +205,18 @@ pub(crate) const TICKS_PER_USER_TICK: u32 = 8;
 /// 570 years at a `tick` of 1 µs.
 pub(crate) const NEVER: u64 = (1 << 57) - 1;
 
+/// The finest wheel tick: a `tick` (or `expire`) below eight of these gets this one. Finer
+/// deadlines would buy nothing (a clock read costs more) and would spend the deadline bits
+/// sooner: at 1 µs they last 4,500 years of a clock's time.
+pub(crate) const MIN_RESOLUTION: Duration = Duration::from_micros(1);
+
 impl TimeScale {
+    /// The wheel tick is an eighth of the shorter of `tick` and `expire` (so that an entry
+    /// is never kept much past its `expire` because the `tick` is long: with a 60 s tick and
+    /// a 1 s expire, an entry lives at most 1.125 s, not 8.5 s), and at least
+    /// [`MIN_RESOLUTION`].
     pub(crate) fn new(tick: Duration, expire: Duration) -> TimeScale {
-        let resolution = tick / TICKS_PER_USER_TICK;
+        let resolution = (tick.min(expire) / TICKS_PER_USER_TICK).max(MIN_RESOLUTION);
         let resolution_nanos = nanos(resolution).max(1);
         let expire_nanos = nanos(expire);
         // An expire the clock's ~584 years of nanoseconds cannot span never comes.

@@ -254,6 +254,16 @@ where
         let Parts { table, fresh, clock, scale, weights, on_expire } = *parts;
         // Step 1: the time. Read under the lock, so that the wheel's time only grows.
         let started = clock.now();
+        // The `Clock` contract: never backwards. A clock stepped back keeps the wheel at
+        // its time (the `max`) until the clock catches up: no expiry for the length of the
+        // step, and entries set meanwhile, dated by the earlier clock, are claimed as soon
+        // as the janitor sees them (docs/design.md, "Time"). Debug builds say so. Two ticks
+        // of slack: the map's callers read the clock too, on other cores.
+        debug_assert!(
+            scale.ticks(started).saturating_add(2) >= wheel.elapsed(),
+            "the map's clock went back: it reads {started} ns, the janitor's last run was at {} ns",
+            wheel.elapsed().saturating_mul(scale.resolution_nanos)
+        );
         let now = scale.ticks(started).max(wheel.elapsed());
         let stop_at = started.saturating_add(run_time_limit(scale));
         let mut report = JanitorRun { now, ..JanitorRun::default() };

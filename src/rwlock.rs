@@ -121,7 +121,9 @@ impl RwLockBuffer {
         require_nonzero("expire", expire)?;
         let shared = Arc::new(Shared { state: RwLock::new(State::default()), expire, max_bytes });
         let swept = Arc::clone(&shared);
-        let janitor = Ticker::spawn("rwlock-buffer-janitor", tick, move || {
+        // Its own thread, as the Go original's goroutine; never more often than the
+        // engine's janitor (a 1 ns tick would make it scan without pause).
+        let janitor = Ticker::spawn("rwlock-buffer-janitor", tick.max(crate::scheduler::MIN_PERIOD), move || {
             swept.sweep();
             Next::OnTick
         });
