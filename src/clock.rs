@@ -309,13 +309,22 @@ mod tests {
         assert_eq!(scale.resolution_nanos, u64::MAX);
         assert_eq!(scale.ticks(1_000_000 * 1_000 * MS), 0);
         let scale = TimeScale::new(Duration::from_nanos(1), Duration::MAX);
-        assert_eq!(scale.resolution_nanos, 1);
+        assert_eq!(scale.resolution_nanos, 1_000, "the wheel tick is at least 1 us");
         assert_eq!(scale.expire_ticks, NEVER);
-        assert_eq!(scale.ticks(u64::MAX), NEVER - 1, "time never reaches NEVER");
+        assert!(scale.ticks(u64::MAX) < NEVER, "time never reaches NEVER");
         assert_eq!(scale.deadline_after_touch(u64::MAX), NEVER);
         assert!(scale.is_alive(NEVER, u64::MAX));
         assert!(!scale.touch_moves(NEVER, u64::MAX));
         assert_eq!(nanos(Duration::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn the_wheel_tick_is_an_eighth_of_the_shorter_of_tick_and_expire_and_at_least_a_microsecond() {
+        let resolution = |tick, expire| TimeScale::new(tick, expire).resolution_nanos;
+        assert_eq!(resolution(Duration::from_secs(15), Duration::from_secs(60)), 1_875 * MS);
+        assert_eq!(resolution(Duration::from_secs(60), Duration::from_secs(1)), 125 * MS);
+        assert_eq!(resolution(Duration::from_nanos(1), Duration::from_secs(1)), 1_000);
+        assert_eq!(resolution(Duration::from_secs(1), Duration::from_nanos(8)), 1_000);
     }
 
     #[test]
