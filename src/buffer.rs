@@ -29,10 +29,11 @@ use crate::{BufferId, Bytes, Error, Stats};
 /// - Durations of any size are accepted (`Duration::MAX` means never); nothing
 ///   overflows or panics.
 /// - **What `tick` costs:** it is the janitor's period and the deadlines' grain. The
-///   engine keeps deadlines in eighths of the shorter of `tick` and `expire`, never finer
-///   than 1 µs, so a `tick` much longer than `expire` keeps no entry past `expire × 9/8`
-///   (plus the janitor's lateness); its janitor runs at most once a millisecond, and an
-///   idle buffer's sleeps until its next entry may be due. The reference design scans
+///   engine keeps deadlines in eighths of the shorter of `tick` and `expire`, so a `tick`
+///   much longer than `expire` keeps no entry past `expire × 9/8` (plus the janitor's
+///   lateness); its janitor runs a buffer at most once a millisecond (so, for a `tick`
+///   under a millisecond, "always removed" holds with 1 ms in place of `tick`), and an idle
+///   buffer's sleeps until its next entry may be due. The reference design scans
 ///   every entry every `tick` (at least 1 ms apart), so it keeps an entry until the first
 ///   scan after its expiry: up to `expire + tick`. A shorter `tick` makes both remove
 ///   sooner and run more often; neither makes "never early" more or less exact.

@@ -205,18 +205,13 @@ pub(crate) const TICKS_PER_USER_TICK: u32 = 8;
 /// 570 years at a `tick` of 1 µs.
 pub(crate) const NEVER: u64 = (1 << 57) - 1;
 
-/// The finest wheel tick: a `tick` (or `expire`) below eight of these gets this one. Finer
-/// deadlines would buy nothing (a clock read costs more) and would spend the deadline bits
-/// sooner: at 1 µs they last 4,500 years of a clock's time.
-pub(crate) const MIN_RESOLUTION: Duration = Duration::from_micros(1);
-
 impl TimeScale {
     /// The wheel tick is an eighth of the shorter of `tick` and `expire` (so that an entry
     /// is never kept much past its `expire` because the `tick` is long: with a 60 s tick and
-    /// a 1 s expire, an entry lives at most 1.125 s, not 8.5 s), and at least
-    /// [`MIN_RESOLUTION`].
+    /// a 1 s expire, an entry lives at most 1.125 s, not 8.5 s), and at least 1 ns. (However
+    /// fine it is, the janitor runs a map at most once a millisecond: `scheduler::MIN_PERIOD`.)
     pub(crate) fn new(tick: Duration, expire: Duration) -> TimeScale {
-        let resolution = (tick.min(expire) / TICKS_PER_USER_TICK).max(MIN_RESOLUTION);
+        let resolution = tick.min(expire) / TICKS_PER_USER_TICK;
         let resolution_nanos = nanos(resolution).max(1);
         let expire_nanos = nanos(expire);
         // An expire the clock's ~584 years of nanoseconds cannot span never comes.
@@ -309,9 +304,9 @@ mod tests {
         assert_eq!(scale.resolution_nanos, u64::MAX);
         assert_eq!(scale.ticks(1_000_000 * 1_000 * MS), 0);
         let scale = TimeScale::new(Duration::from_nanos(1), Duration::MAX);
-        assert_eq!(scale.resolution_nanos, 1_000, "the wheel tick is at least 1 us");
+        assert_eq!(scale.resolution_nanos, 1);
         assert_eq!(scale.expire_ticks, NEVER);
-        assert!(scale.ticks(u64::MAX) < NEVER, "time never reaches NEVER");
+        assert_eq!(scale.ticks(u64::MAX), NEVER - 1, "time never reaches NEVER");
         assert_eq!(scale.deadline_after_touch(u64::MAX), NEVER);
         assert!(scale.is_alive(NEVER, u64::MAX));
         assert!(!scale.touch_moves(NEVER, u64::MAX));
@@ -319,12 +314,12 @@ mod tests {
     }
 
     #[test]
-    fn the_wheel_tick_is_an_eighth_of_the_shorter_of_tick_and_expire_and_at_least_a_microsecond() {
+    fn the_wheel_tick_is_an_eighth_of_the_shorter_of_tick_and_expire() {
         let resolution = |tick, expire| TimeScale::new(tick, expire).resolution_nanos;
         assert_eq!(resolution(Duration::from_secs(15), Duration::from_secs(60)), 1_875 * MS);
         assert_eq!(resolution(Duration::from_secs(60), Duration::from_secs(1)), 125 * MS);
-        assert_eq!(resolution(Duration::from_nanos(1), Duration::from_secs(1)), 1_000);
-        assert_eq!(resolution(Duration::from_secs(1), Duration::from_nanos(8)), 1_000);
+        assert_eq!(resolution(Duration::from_nanos(1), Duration::from_secs(1)), 1);
+        assert_eq!(resolution(Duration::from_secs(1), Duration::from_nanos(80)), 10);
     }
 
     #[test]

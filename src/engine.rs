@@ -33,11 +33,11 @@ use crate::Error;
 /// next run, so a mass expiry never turns into one long run.
 pub const DEFAULT_JANITOR_BUDGET: usize = 1 << 18;
 
-/// The longest the janitor thread leaves its intakes untaken, even when the wheel ticks
-/// more slowly (every 1.875 s at the chunkserver's 15 s tick): a removed entry's shell is
-/// freed only once the janitor has taken it, so this bounds the shells a burst of removals
-/// after a quiet spell can pile up. A run with nothing due and empty intakes costs well
-/// under a microsecond. Busy intakes make it run every [`HURRY`](crate::ticker::HURRY).
+/// The longest period of a map's janitor job (its period is the wheel tick, up to this):
+/// what a map on a clock other than the system clock waits between runs at most, since the
+/// janitor thread cannot tell when such a clock's time comes. (On the system clock a map
+/// sleeps until its next entry may be due, and its doorbell wakes it within
+/// [`RING_POLL`](crate::scheduler::RING_POLL) when entries arrive or are removed.)
 const MAX_INTAKE_WAIT: Duration = Duration::from_millis(100);
 
 /// A lock-free concurrent map whose entries expire when idle, with a timing-wheel janitor.
@@ -51,12 +51,15 @@ const MAX_INTAKE_WAIT: Duration = Duration::from_millis(100);
 /// start of its last `set` or hit, and never more than `expire + tick/8` after the end of
 /// it, whatever the janitor is doing (see [`Buffer`](crate::Buffer) for the whole contract).
 ///
-/// The janitor thread runs every wheel tick (an eighth of `tick`), and at least every
-/// 100 ms whatever the tick, every 10 ms while removals are busy, and back to back while a
-/// mass expiry lasts (each run stops after about a wheel tick of work, 1 to 10 ms): a
-/// removed entry's value is released right after removal, but its ~100-byte shell waits
-/// until the janitor has taken it. Idle, that is ten runs a second of well under a
-/// microsecond each.
+/// One janitor thread serves every map of the process. It runs a map when its earliest
+/// entry may be due, within 100 ms of entries arriving or being removed (the map's intakes
+/// ring a doorbell), every 10 ms while removals are busy, and back to back while a mass
+/// expiry lasts (each run stops after about a wheel tick of work, 1 to 10 ms), but never
+/// more than once a millisecond otherwise: a removed entry's value is released right after
+/// removal, but its ~100-byte shell waits until the janitor has taken it. An idle map costs
+/// no thread and no CPU (a run at most every 10 s); on a clock other than the system
+/// clock, a run every wheel tick (at most 100 ms apart), since the thread cannot tell when
+/// that clock's time comes.
 ///
 /// ```
 /// use std::time::Duration;

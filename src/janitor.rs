@@ -1,8 +1,9 @@
 //! The janitor: the only owner of the timing wheel and the only thread that frees entries.
 //!
-//! Each run (on the janitor thread every wheel tick, an eighth of `tick`, but at least every
-//! 100 ms, every 10 ms while its intakes are busy, and at once while due entries are left
-//! past the budget or the time limit; or whenever an embedder in manual mode calls it):
+//! Each run (on the process's janitor thread, when the map's earliest entry may be due, soon
+//! after entries arrive or are removed, every 10 ms while its intakes are busy, and at once
+//! while due entries are left past the budget or the time limit: see `crate::scheduler`; or
+//! whenever an embedder in manual mode calls it):
 //!
 //! 1. reads the clock (the hot path reads it too: no caller depends on the janitor's time);
 //! 2. takes new entries from the intake and files them in the wheel (or frees them at
@@ -14,6 +15,9 @@
 //!    of a mass expiry waits for the next run, which the janitor thread starts at once;
 //! 5. retires its own removals and pushes the epoch forward so that retired entries
 //!    (and their values) are freed before the next run.
+//!
+//! A run that finds both intakes empty and nothing due stops after step 1, before pinning:
+//! an idle map's run flushes no epoch (a flush walks every thread registered with it).
 //!
 //! Nothing here ever blocks a caller: callers never wait for the janitor, and the janitor
 //! only takes a try-lock against a second janitor run (an embedder calling

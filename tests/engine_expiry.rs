@@ -405,9 +405,10 @@ fn duration_max_expire_never_expires_even_with_a_nanosecond_tick() {
 
 #[test]
 fn tick_longer_than_expire_works() {
-    // tick 10 s, expire 1 s: a wheel tick is 1.25 s; set at 0, 1 s rounds up to tick 1 =
-    // 1.25 s. Visible for at least expire, gone within expire + tick.
-    for (at, visible) in [(ms(0), true), (ms(1000), true), (ms(1249), true), (ms(1250), false)] {
+    // tick 10 s, expire 1 s: deadlines are kept in eighths of the shorter, the expire (125 ms
+    // wheel ticks), so an entry set at 0 is dead at exactly 1 s: visible for at least expire,
+    // and not a tick of 1.25 s longer.
+    for (at, visible) in [(ms(0), true), (ms(999), true), (ms(1000), false)] {
         let (map, clock) = manual_map::<u64, u64>(Duration::from_secs(10), EXPIRE);
         map.set(1, 1);
         advance_to(&clock, at);
@@ -415,15 +416,15 @@ fn tick_longer_than_expire_works() {
         assert_eq!(map.get(&1).is_some(), visible, "get at {at:?}");
         assert_eq!(map.len(), usize::from(visible), "len at {at:?}");
     }
-    // Touched at 1.2 s: 2.2 s rounds up to tick 2 = 2.5 s.
+    // Touched at 900 ms: 1.9 s rounds up to wheel tick 16 = 2 s.
     let (map, clock) = manual_map::<u64, u64>(Duration::from_secs(10), EXPIRE);
     map.set(1, 1);
-    advance_to(&clock, ms(1200));
+    advance_to(&clock, ms(900));
     assert_eq!(map.get(&1), Some(1));
-    advance_to(&clock, ms(2499));
+    advance_to(&clock, ms(1999));
     map.run_janitor();
     assert_eq!(map.len(), 1);
-    advance_to(&clock, ms(2500));
+    advance_to(&clock, ms(2000));
     assert_eq!(map.run_janitor().expired, 1);
     assert!(map.is_empty());
 }
