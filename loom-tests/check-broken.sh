@@ -9,7 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # variant -> the model (test binary in loom-tests/tests) that must fail on it. A variant checked
 # against a second model is listed again as `variant@model`. `test:NAME` instead names one of
 # the crate's own test binaries (tests/NAME.rs), built without loom: for liveness bugs, which
-# the seeded simulation catches and loom's few steps cannot.
+# the seeded simulation catches and loom's few steps cannot. `lib:FILTER` runs the crate's own
+# unit tests matching FILTER under loom (models of internals, such as the doorbell's).
 declare -A CATCHER=(
     [relaxed_publish]=publish
     [remove_ignores_mark]=fetch_and_delete_race
@@ -27,6 +28,7 @@ declare -A CATCHER=(
     [finish_forgets_successor]=set_set
     [time_cut_forgets_more_due]=test:engine_simulation
     [budget_check_then_add]=budget
+    [ring_checks_by_load]=lib:loom_
 )
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && mapfile -t variants < <(printf "%s\n" "${!CATCHER[@]}" | sort)
@@ -40,7 +42,10 @@ for variant in "${variants[@]}"; do
     dir="target/loom-broken/$cfg"
     mkdir -p "$dir"
     start=$(date +%s)
-    if [[ $model == test:* ]]; then
+    if [[ $model == lib:* ]]; then
+        RUSTFLAGS="--cfg crossbeam_loom --cfg loom_broken=\"$cfg\"" CARGO_TARGET_DIR="$dir" \
+            cargo test -q -p download-buffer --lib --release "${model#lib:}" >"$dir/run.log" 2>&1
+    elif [[ $model == test:* ]]; then
         RUSTFLAGS="--cfg loom_broken=\"$cfg\"" CARGO_TARGET_DIR="$dir" \
             cargo test -q --release --test "${model#test:}" >"$dir/run.log" 2>&1
     else

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every loom model (one test binary each) and prints each one's time.
+# Runs every loom model (one test binary each, and the crate's own `loom_*` unit tests) and
+# prints each one's time.
 # Usage: loom-tests/run.sh            (LOOM_MAX_PREEMPTIONS defaults to 2)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -23,4 +24,14 @@ for model in loom-tests/tests/*.rs; do
     fi
     printf '%-28s %-7s %6.1f s  (preemptions %s)\n' "$name" "$result" "$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')" "${bound:-$LOOM_MAX_PREEMPTIONS}"
 done
+# Models of the engine's internals (the doorbell protocol) live beside the code, as the crate's
+# own unit tests named `loom_*`.
+start=$(date +%s.%N)
+if cargo test -q -p download-buffer --lib --release loom_ >"$CARGO_TARGET_DIR/lib-models.log" 2>&1; then
+    result=ok
+else
+    result=FAILED
+    status=1
+fi
+printf '%-28s %-7s %6.1f s  (preemptions %s)\n' "lib: loom_*" "$result" "$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { print e - s }')" "$LOOM_MAX_PREEMPTIONS"
 exit $status

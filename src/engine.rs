@@ -14,12 +14,13 @@ use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use crate::clock::{SystemClock, TimeScale, TimeSource};
+use crate::doorbell::{Doorbell, Rack};
 use crate::error::require_nonzero;
 use crate::intake::Intake;
 use crate::janitor::{Janitor, JanitorRun, JanitorStats, Listener, Parts};
 use crate::life::{Life, Touch};
 use crate::reclaim::{destroy_whole, release_janitor_hold};
-use crate::scheduler::{self, Doorbell, Registration};
+use crate::scheduler::{self, Registration};
 use crate::stats::{Stats, Tally};
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{Arc, AtomicBool, Ordering};
@@ -136,7 +137,7 @@ where
         let now = scale.ticks(clock.now());
         let buckets = settings.capacity / 2;
         // What wakes the janitor thread for a sleeping map; manual mode has no thread to wake.
-        let bell = (!settings.manual).then(Doorbell::new);
+        let bell = (!settings.manual).then(|| Doorbell::new(Rack::process()));
         let core = Arc::new(Core {
             table: Table::new(buckets, hasher, settings.eager_release, bell.clone()),
             fresh: Intake::new(bell.clone()),

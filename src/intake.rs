@@ -9,7 +9,7 @@
 
 use std::ptr;
 
-use crate::scheduler::Doorbell;
+use crate::doorbell::Doorbell;
 use crate::sync::{thread_index, AtomicPtr, CachePadded, Ordering};
 use crate::table::Entry;
 

@@ -38,6 +38,7 @@ mod buffer;
 mod builder;
 mod clock;
 mod counter;
+mod doorbell;
 mod download;
 mod engine;
 mod error;

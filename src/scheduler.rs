@@ -10,7 +10,7 @@
 //! the same period are run in one wakeup, one after another.
 //!
 //! An idle map sleeps until its next entry may be due; what ends its sleep early is its
-//! doorbell: the first push onto an empty intake stripe rings it (one `swap` on the bell,
+//! doorbell (`crate::doorbell`): the first push onto an empty intake stripe rings it (one `swap` on the bell,
 //! and one CAS onto a process-wide lock-free stack when it was not rung already), and the
 //! thread, which looks at that stack at least every [`RING_POLL`], runs the map at once.
 //!
@@ -21,12 +21,11 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
+use crate::doorbell::{Doorbell, Rack};
 use crate::ticker::{Next, HURRY};
 
 /// A map's janitor, as the thread runs it.
@@ -44,65 +43,6 @@ pub(crate) const RING_POLL: Duration = Duration::from_millis(100);
 
 /// Farther than any schedule: what a longer wait is cut to.
 const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// What wakes a sleeping map's janitor: rung by the map's intakes when a push finds its
-/// stripe empty.
-pub(crate) struct Doorbell {
-    /// Set by the ringer that pushes the bell onto [`RUNG`]; cleared by the thread once it
-    /// has taken the bell off it, so a bell is on the stack at most once.
-    rung: AtomicBool,
-    /// The next bell on the stack.
-    next: AtomicPtr<Doorbell>,
-    /// The job's slot and generation, once registered.
-    slot: AtomicUsize,
-    generation: AtomicU64,
-}
-
-/// Rung doorbells, each holding one count of its `Arc`; taken whole by the thread.
-static RUNG: AtomicPtr<Doorbell> = AtomicPtr::new(ptr::null_mut());
-
-impl Doorbell {
-    pub(crate) fn new() -> Arc<Doorbell> {
-        Arc::new(Doorbell {
-            rung: AtomicBool::new(false),
-            next: AtomicPtr::new(ptr::null_mut()),
-            slot: AtomicUsize::new(usize::MAX),
-            generation: AtomicU64::new(0),
-        })
-    }
-
-    /// Asks for a run of the map soon (within [`RING_POLL`]). Lock-free: one `swap`, and
-    /// when the bell was not rung yet, one CAS loop onto the stack. The push that rang it
-    /// happens before the run it wakes (the swap reads or is read by the thread's clear).
-    pub(crate) fn ring(self: &Arc<Doorbell>) {
-        if self.rung.swap(true, Ordering::AcqRel) {
-            return; // on the stack already, or about to be
-        }
-        let bell = Arc::into_raw(Arc::clone(self)).cast_mut();
-        let mut head = RUNG.load(Ordering::Relaxed);
-        loop {
-            self.next.store(head, Ordering::Relaxed);
-            match RUNG.compare_exchange_weak(head, bell, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(seen) => head = seen,
-            }
-        }
-    }
-}
-
-/// Takes every rung bell and calls `wake` with each one's slot and generation.
-fn take_rung(mut wake: impl FnMut(usize, u64)) {
-    let mut next = RUNG.swap(ptr::null_mut(), Ordering::Acquire);
-    while !next.is_null() {
-        // SAFETY: every pointer on the stack came from `Arc::into_raw` in `ring` and is
-        // taken off exactly once, here (the swap took the whole stack).
-        let bell = unsafe { Arc::from_raw(next) };
-        // Read before the clear: once cleared, a ringer may push the bell again.
-        next = bell.next.load(Ordering::Relaxed);
-        bell.rung.swap(false, Ordering::AcqRel);
-        wake(bell.slot.load(Ordering::Acquire), bell.generation.load(Ordering::Acquire));
-    }
-}
 
 /// A registered job. Deregisters it when dropped.
 pub(crate) struct Registration {
@@ -131,8 +71,7 @@ pub(crate) fn register(period: Duration, bell: &Doorbell, job: Job) -> Registrat
         }
     };
     let generation = state.slots[slot].generation;
-    bell.slot.store(slot, Ordering::Release);
-    bell.generation.store(generation, Ordering::Release);
+    bell.register(slot, generation);
     state.slots[slot] = Slot { job: Some(job), period, generation, live: true, due: None, woken: false };
     let due = scheduler.aligned_after(period, Instant::now());
     let earliest = state.queue.peek().is_none_or(|Reverse(first)| due < first.due);
@@ -367,8 +306,12 @@ impl Scheduler {
         let mut now = Instant::now();
         let mut polled = now;
         loop {
-            if now.saturating_duration_since(polled) >= RING_POLL || !RUNG.load(Ordering::Relaxed).is_null() {
-                take_rung(|slot, generation| state.wake(slot, generation, now));
+            let rack = Rack::process();
+            if now.saturating_duration_since(polled) >= RING_POLL || !rack.is_empty() {
+                rack.take(|bell| {
+                    let (slot, generation) = bell.job();
+                    state.wake(slot, generation, now);
+                });
                 polled = now;
             }
             let Some(Reverse(first)) = state.queue.peek() else {
@@ -425,8 +368,8 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-    use std::sync::mpsc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{mpsc, Arc};
 
     fn job(f: impl FnMut() -> Next + Send + 'static) -> Job {
         Box::new(f)
@@ -441,7 +384,7 @@ mod tests {
                 let (threads, runs) = (Arc::clone(&threads), Arc::clone(&runs));
                 register(
                     Duration::from_millis(5),
-                    &Doorbell::new(),
+                    &Doorbell::new(Rack::process()),
                     job(move || {
                         threads.lock().unwrap().insert(thread::current().id());
                         runs.fetch_add(1, Ordering::Relaxed);
@@ -467,7 +410,7 @@ mod tests {
         let ended_in_job = Arc::clone(&ended);
         let registration = register(
             MIN_PERIOD,
-            &Doorbell::new(),
+            &Doorbell::new(Rack::process()),
             job(move || {
                 let _ = started.send(());
                 thread::sleep(Duration::from_millis(50));
@@ -486,7 +429,7 @@ mod tests {
         let counted = Arc::clone(&runs);
         let registration = register(
             MIN_PERIOD,
-            &Doorbell::new(),
+            &Doorbell::new(Rack::process()),
             job(move || {
                 counted.fetch_add(1, Ordering::Relaxed);
                 panic!("a job's panic");
@@ -503,7 +446,7 @@ mod tests {
         // The job asks to sleep for an hour after each run; each ring wakes it within the
         // poll interval (allowing for a loaded machine).
         let (ran, runs) = mpsc::channel();
-        let bell = Doorbell::new();
+        let bell = Doorbell::new(Rack::process());
         let registration = register(
             Duration::from_millis(1),
             &bell,

@@ -112,7 +112,7 @@ where
         buckets: usize,
         hasher: S,
         eager_release: fn(&V) -> bool,
-        bell: Option<std::sync::Arc<crate::scheduler::Doorbell>>,
+        bell: Option<std::sync::Arc<crate::doorbell::Doorbell>>,
     ) -> Table<K, V, S> {
         let directory = Directory::new(buckets);
         // Bucket 0's dummy is the list's head: linked by being the head.
