@@ -113,8 +113,10 @@ impl<K, V, S, T> Builder<K, V, S, T> {
     /// (see [`Stats::expirations`](crate::Stats::expirations)). It runs on the thread that
     /// makes the janitor run (the janitor thread, or whoever calls `run_janitor`: in manual
     /// mode, the embedder), after the run's removals and
-    /// outside any epoch pin, so it may take its time and call into the map; while it runs,
-    /// no other janitor run starts. A panic in it is contained and counted
+    /// outside any epoch pin, so it may call into the map; while it runs, no other janitor
+    /// run of this map starts. Keep it short: the janitor thread serves every map of the
+    /// process, so a slow listener delays the expiry of all of them (never a caller); hand
+    /// long work to a channel. A panic in it is contained and counted
     /// ([`JanitorStats::listener_panics`](crate::JanitorStats::listener_panics)); the
     /// other entries of the run are still expired and reported. Since the listener hears of
     /// a run's expiries after the run removed them, `len` can read 0 (and

@@ -21,9 +21,10 @@ use std::time::Duration;
 /// contained and reported by the panic hook; in manual mode, from
 /// [`run_janitor`](crate::ExpiringMap::run_janitor)).
 ///
-/// It may be called from many threads at once, on every `set`, hit and removal: keep it
-/// cheap. A panic in it propagates to the caller (or is contained on the janitor thread)
-/// and leaves the map as it was.
+/// It may be called from many threads at once, on every `set`, hit and removal, and by the
+/// janitor thread that serves every map of the process: keep it cheap (a slow clock delays
+/// every map's expiry). A panic in it propagates to the caller (or is contained on the
+/// janitor thread) and leaves the map as it was.
 pub trait Clock: Send + Sync + 'static {
     /// Time elapsed since an origin of the clock's choosing. Must never go backwards.
     fn now(&self) -> Duration;

@@ -426,6 +426,8 @@ where
         let new = self.prepare(key, value);
         let weight = new.weight;
         let mut refused = None;
+        // The room the last admitted attempt needed (what is counted once it publishes).
+        let mut needed_at_publish = 0;
         let guard = epoch::pin();
         // Counted per attempt: the room this attempt needs beyond the weight of the entry
         // it would replace (a replacement hands that weight over to the new entry).
@@ -444,6 +446,7 @@ where
                 self.weights.release(reserved - needed);
             }
             counted.set(needed);
+            needed_at_publish = needed;
             true
         });
         match inserted {
@@ -451,8 +454,7 @@ where
             Inserted::Replaced(old) => {
                 // Counted: `needed` on top of the old entry's weight, which was at least
                 // `weight - needed`; the old weight goes, less what the new entry needs.
-                let needed = weight.saturating_sub(self.weight_of(old.old));
-                self.retire_replaced(old, weight - needed, &guard);
+                self.retire_replaced(old, weight - needed_at_publish, &guard);
                 Ok(())
             }
             Inserted::Refused => {
@@ -633,7 +635,9 @@ impl Pacing {
 
     fn next(&self, run: &JanitorRun) -> Next {
         match run.next() {
-            Next::OnTick if self.sleeps => match run.next_due_in {
+            // Not after a skipped run (another run held the janitor's lock): that run may
+            // have taken its intakes before a push that rang the bell this run answered.
+            Next::OnTick if self.sleeps && !run.skipped => match run.next_due_in {
                 Some(due_in) if due_in <= self.period => Next::OnTick,
                 due_in => Next::After(due_in.unwrap_or(MAX_SLEEP).min(MAX_SLEEP)),
             },

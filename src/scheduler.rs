@@ -72,7 +72,7 @@ pub(crate) fn register(period: Duration, bell: &Doorbell, job: Job) -> Registrat
     };
     let generation = state.slots[slot].generation;
     bell.register(slot, generation);
-    state.slots[slot] = Slot { job: Some(job), period, generation, live: true, due: None, woken: false };
+    state.slots[slot] = Slot { job: Some(job), period, generation, live: true, due: None };
     let due = scheduler.aligned_after(period, Instant::now());
     let earliest = state.queue.peek().is_none_or(|Reverse(first)| due < first.due);
     state.queue_at(slot, due);
@@ -91,14 +91,12 @@ impl Registration {
         let scheduler = Scheduler::get();
         let mut state = scheduler.lock();
         let Some(slot) = state.slots.get_mut(self.slot).filter(|slot| slot.generation == self.generation) else {
-            return;
+            return; // stopped, and its slot freed
         };
-        if !slot.live {
-            return; // stopped already
-        }
-        slot.live = false;
         // Taken out now (unless it is running), dropped after the lock: it holds the map.
-        let job = slot.job.take();
+        // Stopped already but not freed means a run is in progress (the thread frees the
+        // slot as it ends): wait for it all the same, as the first stopper does.
+        let job = if std::mem::take(&mut slot.live) { slot.job.take() } else { None };
         let me = (self.slot, self.generation);
         if state.running != Some(me) {
             state.release(self.slot);
@@ -162,13 +160,11 @@ struct Slot {
     live: bool,
     /// When its current queue item is due; `None` while it runs.
     due: Option<Instant>,
-    /// Rung while it ran: run it again at once.
-    woken: bool,
 }
 
 impl Slot {
     fn vacant() -> Slot {
-        Slot { job: None, period: MIN_PERIOD, generation: 0, live: false, due: None, woken: false }
+        Slot { job: None, period: MIN_PERIOD, generation: 0, live: false, due: None }
     }
 }
 
@@ -218,7 +214,6 @@ impl State {
         let freed = &mut self.slots[slot];
         freed.generation += 1;
         freed.job = None;
-        freed.woken = false;
         if freed.due.take().is_some() {
             self.went_stale();
         }
@@ -230,10 +225,9 @@ impl State {
         let Some(woken) = self.slots.get_mut(slot).filter(|woken| woken.live && woken.generation == generation) else {
             return; // deregistered since it rang
         };
-        match woken.due {
-            None => woken.woken = true, // running: again when it ends
-            Some(due) if due > now => self.queue_at(slot, now),
-            Some(_) => {} // due already
+        // Bells are taken between runs, so the job is queued (`due` is set), not running.
+        if woken.due.is_some_and(|due| due > now) {
+            self.queue_at(slot, now);
         }
     }
 }
@@ -287,14 +281,15 @@ impl Scheduler {
         }
     }
 
-    /// When a job that just returned `next` runs again.
-    fn due_after(&self, next: Next, period: Duration, now: Instant) -> Instant {
+    /// When a job that started its run at `started` and returned `next` at `now` runs again.
+    fn due_after(&self, next: Next, period: Duration, started: Instant, now: Instant) -> Instant {
         match next {
             Next::OnTick => self.aligned_after(period, now),
             Next::Soon => now + HURRY.min(period),
             Next::Now => now,
-            // On the period's grid, so that sleeping maps share wakeups too.
-            Next::After(wait) => self.aligned_after(period, now.checked_add(wait.min(CENTURY)).unwrap_or(now)),
+            // Counted from the run's start (a map's next deadline is measured from there), on
+            // the period's grid, so that sleeping maps share wakeups too.
+            Next::After(wait) => self.aligned_after(period, started.checked_add(wait.min(CENTURY)).unwrap_or(now)),
         }
     }
 
@@ -337,6 +332,7 @@ impl Scheduler {
             state.slots[slot].due = None;
             state.running = Some((slot, generation));
             drop(state);
+            let started = Instant::now();
             let next = std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut job)).unwrap_or(Next::OnTick);
             state = self.lock();
             if !state.slots[slot].live {
@@ -359,7 +355,7 @@ impl Scheduler {
             ran.job = Some(job);
             let period = ran.period;
             now = Instant::now();
-            let due = if std::mem::take(&mut ran.woken) { now } else { self.due_after(next, period, now) };
+            let due = self.due_after(next, period, started, now);
             state.queue_at(slot, due);
         }
     }

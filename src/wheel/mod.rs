@@ -221,8 +221,6 @@ impl<T: Timer> Wheel<T> {
             || self.next_expiration().is_some_and(|(_, deadline)| deadline <= now)
     }
 
-    /// Moves the wheel's time to `now` once nothing is due before it; does nothing while
-    /// due timers remain (a run stopped by its budget).
     /// The earliest tick at which a filed timer may be due (a lower bound: a slot of a
     /// higher level is cascaded down then); `None` when no timer is filed.
     pub(crate) fn next_due(&self) -> Option<u64> {
@@ -232,6 +230,8 @@ impl<T: Timer> Wheel<T> {
         self.next_expiration().map(|(_, deadline)| deadline)
     }
 
+    /// Moves the wheel's time to `now` once nothing is due before it; does nothing while
+    /// due timers remain (a run stopped by its budget).
     pub(crate) fn advance_to(&mut self, now: u64) {
         if self.in_progress.is_none() && self.next_expiration().is_none_or(|(_, deadline)| deadline > now) {
             self.elapsed = self.elapsed.max(now);
