@@ -31,6 +31,35 @@
 //! assert!(buffer.is_empty());
 //! # Ok::<(), download_buffer::Error>(())
 //! ```
+//!
+//! # Testing your code with loom
+//!
+//! Code that shares a map between threads can be model-checked with
+//! [loom](https://docs.rs/loom) together with the engine. Build with
+//! `RUSTFLAGS="--cfg crossbeam_loom"`: the engine then takes its atomics, cells, `Arc` and
+//! thread-locals from loom, and builds crossbeam-epoch on loom (this crate's `Cargo.toml`
+//! turns on crossbeam-epoch's `loom` feature under that cfg), so loom explores the engine's
+//! interleavings along with yours. Inside a model:
+//!
+//! - build maps in **manual mode** ([`Builder::manual`]) and drive the janitor with
+//!   [`ExpiringMap::run_janitor`] from a model thread: the process's janitor thread is not
+//!   available under loom (a map built without `manual` panics there);
+//! - give the map a [`Clock`] whose time is a loom atomic if a thread's clock read should
+//!   race another thread moving time (a [`ManualClock`] is a std atomic, which loom does not
+//!   schedule);
+//! - give it a fixed hasher ([`Builder::hasher`], e.g. `BuildHasherDefault<DefaultHasher>`):
+//!   loom replays executions, and the default hasher's seeds differ per map;
+//! - use a separate `CARGO_TARGET_DIR` (the cfg rebuilds every dependency) and keep models to
+//!   two or three threads and a few operations (`LOOM_MAX_PREEMPTIONS=2`).
+//!
+//! ```text
+//! [target.'cfg(crossbeam_loom)'.dev-dependencies]
+//! loom = "0.7"
+//!
+//! RUSTFLAGS="--cfg crossbeam_loom" CARGO_TARGET_DIR=target/loom cargo test --release --test my_model
+//! ```
+//!
+//! This crate's own models (`loom-tests/`, `docs/loom.md`) are written that way.
 #![warn(missing_docs, missing_debug_implementations)]
 #![cfg_attr(doctest, doc = include_str!("../README.md"))]
 
