@@ -1,4 +1,6 @@
-//! The janitor: the only owner of the timing wheel and the only thread that frees entries.
+//! The janitor: the only owner of the timing wheel. It removes what is due and lets go of
+//! removed entries; whichever of it and the epoch's deferred drop finishes second frees an
+//! entry (`crate::reclaim`).
 //!
 //! Each run (on the process's janitor thread, when the map's earliest entry may be due, soon
 //! after entries arrive or are removed, every 10 ms while its intakes are busy, and at once

@@ -3,7 +3,7 @@
 //! One `RwLock<HashMap>`; `get` takes the write lock because it slides the entry's life
 //! forward; a janitor thread scans every entry each tick. It keeps the Go design's shape
 //! (and its cost: every tick is O(entries held) and stalls writers) so that benchmarks can
-//! compare against it, but none of its defects (`shared/REFERENCE.md`, section 2):
+//! compare against it, but none of its defects (docs/architecture.md lists them):
 //! `get` and `fetch_and_delete` check the deadline themselves, the sweep re-checks each
 //! entry under the write lock before removing it, `done` is idempotent, and a missing id
 //! is a typed error.
