@@ -31,9 +31,9 @@ use crate::{BufferId, Bytes, Error, Stats};
 /// - **What `tick` costs:** it is the janitor's period and the deadlines' grain. The
 ///   engine keeps deadlines in eighths of the shorter of `tick` and `expire`, so a `tick`
 ///   much longer than `expire` keeps no entry past `expire × 9/8` (plus the janitor's
-///   lateness); its janitor runs a buffer at most once a millisecond (so, for a `tick`
-///   under a millisecond, "always removed" holds with 1 ms in place of `tick`), and an idle
-///   buffer's sleeps until its next entry may be due. The reference design scans
+///   lateness); its janitor's periodic runs of a buffer come at most once a millisecond
+///   (so, for a `tick` under a millisecond, "always removed" holds with 1 ms in place of
+///   `tick`), and an idle buffer's sleep until its next entry may be due. The reference design scans
 ///   every entry every `tick` (at least 1 ms apart), so it keeps an entry until the first
 ///   scan after its expiry: up to `expire + tick`. A shorter `tick` makes both remove
 ///   sooner and run more often; neither makes "never early" more or less exact.

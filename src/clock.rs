@@ -210,7 +210,7 @@ impl TimeScale {
     /// The wheel tick is an eighth of the shorter of `tick` and `expire` (so that an entry
     /// is never kept much past its `expire` because the `tick` is long: with a 60 s tick and
     /// a 1 s expire, an entry lives at most 1.125 s, not 8.5 s), and at least 1 ns. (However
-    /// fine it is, the janitor runs a map at most once a millisecond: `scheduler::MIN_PERIOD`.)
+    /// fine it is, the janitor's periodic runs of a map come at most once a millisecond: `scheduler::MIN_PERIOD`.)
     pub(crate) fn new(tick: Duration, expire: Duration) -> TimeScale {
         let resolution = tick.min(expire) / TICKS_PER_USER_TICK;
         let resolution_nanos = nanos(resolution).max(1);

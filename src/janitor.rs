@@ -394,10 +394,11 @@ where
         }
     }
 
-    /// Stops the janitor for good; `ExpiringMap::done` calls it after stopping the janitor
-    /// thread (`Ticker::stop`, which joins it). The whole shutdown, in order:
+    /// Stops the janitor for good; `ExpiringMap::done` calls it after taking the map off the
+    /// janitor thread (`Registration::stop`, which waits for a run in progress). The whole
+    /// shutdown, in order:
     ///
-    /// 1. the janitor thread is stopped and joined (no new run starts on it);
+    /// 1. the map's job is deregistered from the janitor thread (no new run of it starts);
     /// 2. `stop_requested` is stored, then a SeqCst fence (the handshake with a run in
     ///    progress, see `Running::drop`);
     /// 3. whoever holds the try-lock (this call, or the run in progress as it finishes)

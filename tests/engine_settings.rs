@@ -30,8 +30,10 @@ fn janitor_threads() -> usize {
 #[test]
 fn a_thousand_maps_share_one_janitor_thread_and_cost_no_runs_while_idle() {
     // Before: a thread per map, each running ten times a second and flushing the epoch.
+    const EXPIRE: Duration = Duration::from_secs(5);
+    let set_at = Instant::now();
     let maps: Vec<ExpiringMap<u64, u64>> =
-        (0..1000).map(|_| ExpiringMap::new(Duration::from_secs(1), Duration::from_secs(600)).unwrap()).collect();
+        (0..1000).map(|_| ExpiringMap::new(Duration::from_secs(1), EXPIRE).unwrap()).collect();
     for (n, map) in maps.iter().enumerate() {
         for key in 0..10 {
             map.set(key, n as u64);
@@ -41,7 +43,7 @@ fn a_thousand_maps_share_one_janitor_thread_and_cost_no_runs_while_idle() {
         assert_eq!(janitor_threads(), 1, "one janitor thread for the process");
     }
     // Each map's janitor thread run takes its new entries (their push rang its bell), then
-    // it sleeps: nothing is due for ten minutes and nothing arrives.
+    // it sleeps: nothing is due for 5 s and nothing arrives.
     common::wait_for("every map's janitor to run", || maps.iter().all(|map| map.janitor_stats().runs >= 1));
     let runs = |maps: &[ExpiringMap<u64, u64>]| maps.iter().map(|map| map.janitor_stats().runs).sum::<u64>();
     let before = runs(&maps);
@@ -51,8 +53,11 @@ fn a_thousand_maps_share_one_janitor_thread_and_cost_no_runs_while_idle() {
     // Sleeping maps wake at most every 10 s (a backstop): in half a second, a few of them.
     let bound = 1000 * (started.elapsed().as_millis() as u64 / 10_000 + 1);
     assert!(idle_runs <= bound, "{idle_runs} janitor runs of 1000 idle maps in {:?}", started.elapsed());
-    // The janitor thread took every entry: a manual run finds none left to file.
-    assert!(maps.iter().all(|map| map.run_janitor().filed == 0), "entries left on an intake");
+    // The janitor thread took every entry and wakes each map when they are due: all expire
+    // well before the 10 s backstop would bring an entry left on an intake (a lost ring).
+    common::wait_for("every map to empty", || maps.iter().all(|map| map.is_empty()));
+    let drained = set_at.elapsed();
+    assert!(drained < EXPIRE + Duration::from_secs(4), "the maps emptied {drained:?} after their sets");
     let dropping = Instant::now();
     drop(maps);
     println!(
@@ -143,8 +148,10 @@ fn a_clock_stepped_back_freezes_expiry_for_the_step_and_nothing_is_lost() {
     let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| map.run_janitor()));
     assert_eq!(stepped.is_err(), cfg!(debug_assertions));
     assert_eq!(map.get(&1), Some(1), "the older entry, live by the callers' clock");
+    clock.0.store(60 * second, Ordering::SeqCst); // still behind the janitor's 100 s
+    map.run_janitor(); // reported once per map: no second panic
     clock.0.store(105 * second, Ordering::SeqCst);
-    map.run_janitor(); // reported once: no second panic
+    map.run_janitor();
     assert_eq!(map.get(&1), Some(1), "not due before 110 s");
     clock.0.store(200 * second, Ordering::SeqCst); // past everything
     map.run_janitor();
@@ -184,8 +191,12 @@ fn a_janitor_run_skipped_for_a_manual_run_does_not_put_the_map_to_sleep() {
         std::thread::spawn(move || a.run_janitor())
     };
     std::thread::sleep(ms(50));
-    a.set(2, 2); // onto the stripe the manual run emptied: rings
-    manual.join().unwrap();
+    a.set(2, 2); // onto an emptied stripe: rings
+    if manual.join().unwrap().expired == 0 {
+        // A loaded machine ran the janitor thread's expiry of key 1 first: the manual run
+        // held no lock for long, and this run checks nothing.
+        println!("setup not reached (the janitor thread expired key 1 first)");
+    }
     common::wait_for("map A to empty", || a.is_empty());
     assert!(started.elapsed() < Duration::from_secs(5), "an expired entry lingered {:?}", started.elapsed());
 }
