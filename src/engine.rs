@@ -39,7 +39,7 @@ pub const DEFAULT_JANITOR_BUDGET: usize = 1 << 18;
 /// janitor thread cannot tell when such a clock's time comes. (On the system clock a map
 /// sleeps until its next entry may be due, and its doorbell wakes it within
 /// [`RING_POLL`](crate::scheduler::RING_POLL) when entries arrive or are removed.)
-const MAX_INTAKE_WAIT: Duration = Duration::from_millis(100);
+const MAX_PERIOD: Duration = Duration::from_millis(100);
 
 /// A lock-free concurrent map whose entries expire when idle, with a timing-wheel janitor.
 ///
@@ -156,7 +156,7 @@ where
             on_expire: settings.on_expire,
         });
         let janitor_thread = bell.map(|bell| {
-            let period = Duration::from_nanos(scale.resolution_nanos).min(MAX_INTAKE_WAIT);
+            let period = Duration::from_nanos(scale.resolution_nanos).min(MAX_PERIOD);
             let pacing = Pacing::new(period, &core.clock);
             let janitor = Arc::clone(&core);
             scheduler::register(
