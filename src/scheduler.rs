@@ -18,6 +18,12 @@
 //! about a wheel tick of work, 1 to 10 ms, and asks to run again at once), and a job that
 //! asks to run again at once is queued behind every job already due: a mass expiry in one
 //! map delays the others by at most one run at a time. A job's panic is contained.
+//!
+//! The thread starts with the first registration and ends once no job has been registered
+//! for [`IDLE_EXIT`]; the next registration starts another. Its end lets go of what the
+//! thread held for the process: its registration with the epoch, whose bag of deferred
+//! drops (the epoch's own queue nodes, left behind by its last collection) a thread that
+//! sleeps forever would keep forever.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -41,6 +47,13 @@ pub(crate) const MIN_PERIOD: Duration = Duration::from_millis(1);
 /// longest a new or removed entry of a sleeping map waits to be taken by its janitor.
 pub(crate) const RING_POLL: Duration = Duration::from_millis(100);
 
+/// How long the thread lingers once no job is registered before it ends: a program that
+/// drops its last map and makes another soon keeps the one thread.
+pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(1);
+
+/// The generation of a free slot: registrations are numbered from 1.
+const VACANT: u64 = 0;
+
 /// Farther than any schedule: what a longer wait is cut to.
 const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -58,11 +71,19 @@ impl std::fmt::Debug for Registration {
 
 /// Registers `job` to run every `period` (at least [`MIN_PERIOD`]) from about one period
 /// from now, later or sooner as its runs ask, and soon after `bell` rings. Starts the
-/// janitor thread on the first registration of the process.
+/// janitor thread if none runs.
 pub(crate) fn register(period: Duration, bell: &Doorbell, job: Job) -> Registration {
     let scheduler = Scheduler::get();
     let period = period.max(MIN_PERIOD);
     let mut state = scheduler.lock();
+    if state.thread.is_none() {
+        // Spawned under the lock: its loop starts by taking it, after this registration.
+        let handle = thread::Builder::new()
+            .name("download-buffer-janitor".to_owned())
+            .spawn(move || scheduler.serve())
+            .expect("failed to spawn the janitor thread");
+        state.thread = Some(handle.thread().id());
+    }
     let slot = match state.free.pop() {
         Some(slot) => slot,
         None => {
@@ -70,9 +91,11 @@ pub(crate) fn register(period: Duration, bell: &Doorbell, job: Job) -> Registrat
             state.slots.len() - 1
         }
     };
-    let generation = state.slots[slot].generation;
+    state.registered += 1;
+    let generation = state.registered;
     bell.register(slot, generation);
     state.slots[slot] = Slot { job: Some(job), period, generation, live: true, due: None };
+    state.jobs += 1;
     let due = scheduler.aligned_after(period, Instant::now());
     let earliest = state.queue.peek().is_none_or(|Reverse(first)| due < first.due);
     state.queue_at(slot, due);
@@ -96,11 +119,22 @@ impl Registration {
         // Taken out now (unless it is running), dropped after the lock: it holds the map.
         // Stopped already but not freed means a run is in progress (the thread frees the
         // slot as it ends): wait for it all the same, as the first stopper does.
-        let job = if std::mem::take(&mut slot.live) { slot.job.take() } else { None };
+        let was_live = std::mem::take(&mut slot.live);
+        let job = if was_live { slot.job.take() } else { None };
         let me = (self.slot, self.generation);
+        if was_live {
+            state.jobs -= 1;
+            if state.jobs == 0 {
+                // Every queue item is stale now: drop them, and wake the thread to start
+                // its countdown to the end.
+                state.queue.clear();
+                state.stale = 0;
+                scheduler.wake.notify_one();
+            }
+        }
         if state.running != Some(me) {
             state.release(self.slot);
-        } else if scheduler.thread.get() != Some(&thread::current().id()) {
+        } else if state.thread != Some(thread::current().id()) {
             // Running on the janitor thread: wait for the run to end (the thread frees the slot).
             state.waiters += 1;
             while state.running == Some(me) {
@@ -126,8 +160,6 @@ struct Scheduler {
     wake: Condvar,
     /// Wakes deregistrations waiting for a run in progress.
     finished: Condvar,
-    /// The janitor thread's id, once it runs.
-    thread: OnceLock<ThreadId>,
     /// The origin of the aligned schedule.
     origin: Instant,
 }
@@ -147,14 +179,21 @@ struct State {
     stale: usize,
     /// Tie-breaker: jobs due at the same time run in the order they were queued.
     queued: u64,
+    /// Jobs registered and not deregistered.
+    jobs: usize,
+    /// Registrations so far: the next one's generation is one more (unique in the
+    /// process, so that the tables can be dropped while no job is registered).
+    registered: u64,
+    /// The janitor thread's id, while one runs.
+    thread: Option<ThreadId>,
 }
 
 struct Slot {
     /// `None` while it runs, and once deregistered.
     job: Option<Job>,
     period: Duration,
-    /// Bumped when the slot is freed, so that a stale queue item, bell or registration
-    /// for an earlier job in this slot is recognized.
+    /// The registration's number ([`VACANT`] once the slot is freed), so that a stale
+    /// queue item, bell or registration for an earlier job in this slot is recognized.
     generation: u64,
     /// Registered and not deregistered.
     live: bool,
@@ -164,7 +203,7 @@ struct Slot {
 
 impl Slot {
     fn vacant() -> Slot {
-        Slot { job: None, period: MIN_PERIOD, generation: 0, live: false, due: None }
+        Slot { job: None, period: MIN_PERIOD, generation: VACANT, live: false, due: None }
     }
 }
 
@@ -212,7 +251,7 @@ impl State {
     /// generation.
     fn release(&mut self, slot: usize) {
         let freed = &mut self.slots[slot];
-        freed.generation += 1;
+        freed.generation = VACANT;
         freed.job = None;
         if freed.due.take().is_some() {
             self.went_stale();
@@ -235,8 +274,7 @@ impl State {
 impl Scheduler {
     fn get() -> &'static Scheduler {
         static SCHEDULER: OnceLock<Scheduler> = OnceLock::new();
-        static STARTED: std::sync::Once = std::sync::Once::new();
-        let scheduler = SCHEDULER.get_or_init(|| Scheduler {
+        SCHEDULER.get_or_init(|| Scheduler {
             state: Mutex::new(State {
                 slots: Vec::new(),
                 free: Vec::new(),
@@ -245,20 +283,14 @@ impl Scheduler {
                 waiters: 0,
                 stale: 0,
                 queued: 0,
+                jobs: 0,
+                registered: 0,
+                thread: None,
             }),
             wake: Condvar::new(),
             finished: Condvar::new(),
-            thread: OnceLock::new(),
             origin: Instant::now(),
-        });
-        STARTED.call_once(|| {
-            let handle = thread::Builder::new()
-                .name("download-buffer-janitor".to_owned())
-                .spawn(move || scheduler.serve())
-                .expect("failed to spawn the janitor thread");
-            let _ = scheduler.thread.set(handle.thread().id());
-        });
-        scheduler
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -293,13 +325,14 @@ impl Scheduler {
         }
     }
 
-    /// The janitor thread's loop: runs each job when it is due, forever. One lock and one
-    /// clock read per run: the run's next due time is queued and the next job taken in
-    /// the same critical section.
+    /// The janitor thread's loop: runs each job when it is due, until no job has been
+    /// registered for [`IDLE_EXIT`]. One lock and one clock read per run: the run's next
+    /// due time is queued and the next job taken in the same critical section.
     fn serve(&self) {
         let mut state = self.lock();
         let mut now = Instant::now();
         let mut polled = now;
+        let mut idle_since: Option<Instant> = None;
         loop {
             let rack = Rack::process();
             if now.saturating_duration_since(polled) >= RING_POLL || !rack.is_empty() {
@@ -310,10 +343,30 @@ impl Scheduler {
                 polled = now;
             }
             let Some(Reverse(first)) = state.queue.peek() else {
-                state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+                if state.jobs > 0 {
+                    // Not reached: a registered job that is not running has a queue item.
+                    state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+                    now = Instant::now();
+                    continue;
+                }
+                let since = *idle_since.get_or_insert(now);
+                let left = IDLE_EXIT.saturating_sub(now.saturating_duration_since(since));
+                if left.is_zero() {
+                    // No job, so no ring to come: the bells still on the rack are let go,
+                    // and the tables too (no registration refers to a slot any more).
+                    Rack::process().take(|_| {});
+                    state.slots = Vec::new();
+                    state.free = Vec::new();
+                    state.queue = BinaryHeap::new();
+                    state.stale = 0;
+                    state.thread = None;
+                    return;
+                }
+                state = self.wake.wait_timeout(state, left).unwrap_or_else(PoisonError::into_inner).0;
                 now = Instant::now();
                 continue;
             };
+            idle_since = None;
             if first.due > now {
                 let wait = (first.due - now).min(RING_POLL.saturating_sub(now.saturating_duration_since(polled)));
                 if !wait.is_zero() {

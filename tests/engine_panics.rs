@@ -77,7 +77,7 @@ fn panicking_keys_values_clock_and_listener_on_callers_and_manual_runs_leak_noth
         );
         assert!(heard.load(Ordering::Relaxed) > 0, "the listener was called");
         drop((map, heard, clock));
-        assert_leaks_nothing(before, live, false);
+        assert_leaks_nothing(before, live);
     });
 }
 
@@ -105,6 +105,6 @@ fn a_key_whose_eq_panics_inside_set_leaks_neither_value_nor_entry() {
         let held = (0..1000).filter(|&n| map.contains_key(&Key(16 * n))).count();
         assert_eq!(map.len(), held);
         drop(map);
-        assert_leaks_nothing(before, live, false);
+        assert_leaks_nothing(before, live);
     });
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use download_buffer::{Builder, Clock, ExpiringMap, ManualClock};
 
 use crate::common::{self, XorShift};
-use crate::heap::{self, drain_until, Heap};
+use crate::heap::{drain_until, Heap};
 
 /// The expire of the maps the tests build on these faults (`key` ranges and clock steps
 /// are sized for it).
@@ -171,28 +171,15 @@ pub fn assert_consistent_then_drained(map: &Map, advance: impl Fn(Duration), run
 }
 
 /// Checks, once the map is dropped, that every value is dropped and the heap is back to
-/// `before` (when given): exactly, or (`janitor_thread`) with the same blocks and at most
-/// 4 KiB more bytes, for the process-wide janitor thread's queue, whose capacity may have
-/// grown.
+/// `before` (when given) exactly. With `janitor_thread`, `before` was taken with no janitor
+/// thread running, and the janitor thread has ended since.
 /// Takes the values' counter, so that it is freed before the heap is measured (as the
 /// test's other handles must be).
-pub fn assert_leaks_nothing(before: Option<Heap>, live: Arc<AtomicI64>, janitor_thread: bool) {
+pub fn assert_leaks_nothing(before: Option<Heap>, live: Arc<AtomicI64>) {
     assert_eq!(live.load(Ordering::Relaxed), 0, "values alive after the map was dropped");
     drop(live);
     let Some(before) = before else { return };
-    if !janitor_thread {
-        if let Err(least) = drain_until(before) {
-            panic!("heap not back to its baseline: {before:?} before, at least {least:?} after");
-        }
-        return;
+    if let Err(least) = drain_until(before) {
+        panic!("heap not back to its baseline: {before:?} before, at least {least:?} after");
     }
-    let mut after = heap::heap();
-    for _ in 0..heap::DRAIN_WINDOW {
-        if after.blocks == before.blocks && after.bytes <= before.bytes + 4096 {
-            return;
-        }
-        common::drain_epoch();
-        after = heap::heap();
-    }
-    panic!("heap not back to its baseline: {before:?} before, {after:?} after");
 }

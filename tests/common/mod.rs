@@ -150,3 +150,17 @@ where
     let target = map.janitor_stats().runs + n;
     wait_for("janitor runs (has the janitor thread stopped?)", || map.janitor_stats().runs >= target);
 }
+
+/// The ids of this process's threads named like the engine's janitor thread (`comm` keeps
+/// 15 bytes of "download-buffer-janitor"). One serves every map while any is registered;
+/// it ends a second after the last one is dropped.
+pub fn janitor_threads() -> Vec<u64> {
+    let mut ids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "download-buffer" {
+            ids.extend(task.file_name().to_str().and_then(|id| id.parse::<u64>().ok()));
+        }
+    }
+    ids
+}
