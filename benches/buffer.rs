@@ -18,7 +18,7 @@ const THREADS: [usize; 4] = [1, 2, 4, 8];
 /// The chunkserver's tick for the buffers under load. (With a 10 ms tick the reference
 /// design's janitor rescans 1 M entries back to back and starves its writers for minutes,
 /// even while filling for a benchmark that a filter skips: Criterion runs every group's
-/// setup. The compare report, `examples/pipeline.rs --compare`, measures that case.)
+/// setup. The compare report, `tools/src/bin/compare`, measures that case.)
 const TICK: Duration = Duration::from_secs(15);
 /// The tick of the manual-mode janitor benchmarks: a wheel tick (tick/8) of 10 ms.
 const JANITOR_TICK: Duration = Duration::from_millis(80);

@@ -1,5 +1,5 @@
 //! A counting global allocator, shared by the test binaries that measure memory
-//! (`engine_memory`, `engine_leaks`) and the pipeline example's `--compare` mode. Each
+//! (`engine_memory`, `engine_leaks`, ...) and the tools crate's compare report. Each
 //! includes this file with `#[path]`, so each binary gets its own allocator and counters.
 //!
 //! It wraps [`System`] and counts, while tracking is on (it starts on): live heap bytes,

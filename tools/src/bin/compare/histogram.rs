@@ -1,4 +1,4 @@
-//! A log-linear histogram of nanosecond latencies, for `--compare`.
+//! A log-linear histogram of nanosecond latencies, for the compare report.
 //!
 //! Written here rather than taken from a crate so that the example adds no dependency. Values
 //! below 64 get a bucket each; above, every power of two is cut into 32 equal buckets, so a

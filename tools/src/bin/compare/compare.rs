@@ -1,4 +1,4 @@
-//! `--compare`: the same workloads on both implementations in one process, reported as one
+//! The compare report: the same workloads on both implementations in one process, reported as one
 //! table (see [`crate::report`]).
 //!
 //! The run goes in phases, each one for lockfree and then for rwlock on the same workload:
@@ -28,12 +28,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle};
+use download_buffer::{Buffer, BufferId, Bytes};
+use download_buffer_tools::{key, pick};
 
 use crate::histogram::Histogram;
 use crate::{counted, find_implementation, heap, Constructor, Millis};
 
-/// What `--compare` runs; see the usage text for the flags.
+/// What the report runs; see the usage text for the flags.
 #[derive(Clone)]
 pub struct CompareConfig {
     /// Seconds per throughput figure.
@@ -63,7 +64,7 @@ pub const MAX_SECONDS: f64 = 600.0;
 pub const LATENCY_JANITOR_PERIOD: Duration = Duration::from_millis(10);
 /// Long enough that nothing expires during the latency phase.
 pub const LATENCY_EXPIRE: Duration = Duration::from_secs(600);
-/// Entries resident during the 90/10 mix, as in `benches/buffer.rs` and `examples/scaling.rs`.
+/// Entries resident during the 90/10 mix, as in `benches/buffer.rs` and the `scaling` tool.
 pub const MIX_RESIDENT: u64 = 100_000;
 /// The value every pipeline and mix `set` stores (a reference-count bump per copy).
 const PAYLOAD: &[u8; 64] = &[7; 64];
@@ -417,25 +418,9 @@ fn latency_phase(
 // Workloads
 // ---------------------------------------------------------------------------------------------
 
-/// The id of resident entry `n` (or of pipeline round `n`), made without a clock read or
-/// global state: `BufferId::new` takes a process-wide CAS, which would measure the id maker
-/// rather than the buffer. Same shape as the ids of `benches/buffer.rs`.
-fn key(n: u64) -> BufferId {
-    BufferId { handle: ChunkHandle(n as i64), timestamp: (n as i64).wrapping_mul(0x9E37_79B9) }
-}
-
 /// A fresh pipeline id: one id space per run (`base`) and per thread.
 fn pipeline_key(base: u64, thread: u64, round: u64) -> BufferId {
     key(base << 48 | thread << 40 | round)
-}
-
-/// A cheap per-thread pseudo-random pick in `0..resident`, so that lookups miss the cache as
-/// a server's would rather than walking memory in order.
-fn pick(thread: u64, i: u64, resident: u64) -> u64 {
-    let mut x = (thread + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    x ^= x >> 31;
-    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
-    (x ^ (x >> 29)) % resident
 }
 
 /// Stores entries `0..n` with empty values (no heap of their own: the figures are the

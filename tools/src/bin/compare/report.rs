@@ -1,4 +1,4 @@
-//! The `--compare` report: one Markdown table with each target's verdict (printed, and written
+//! The compare report: one Markdown table with each target's verdict (printed, and written
 //! to `compare.md`) and a hand-written SVG bar chart (`compare.svg`).
 
 use std::fmt::Write as _;

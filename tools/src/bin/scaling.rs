@@ -4,7 +4,7 @@
 //! Each point runs for a fixed time with the janitor ticking every 10 ms.
 //!
 //! ```text
-//! cargo run --release --example scaling -- [--threads 1,2,4,8,16] [--seconds 1]
+//! cargo run --release -p download-buffer-tools --bin scaling -- [--threads 1,2,4,8,16] [--seconds 1]
 //! ```
 //!
 //! On a 2-core machine, points beyond 2 threads measure oversubscription.
@@ -13,20 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle, DownloadBuffer, RwLockBuffer};
+use download_buffer::{Buffer, Bytes, DownloadBuffer, RwLockBuffer};
+use download_buffer_tools::{key, parse_seconds, pick, value};
 
 const TICK: Duration = Duration::from_millis(10);
 const EXPIRE: Duration = Duration::from_secs(600);
-
-fn id(n: u64) -> BufferId {
-    BufferId { handle: ChunkHandle(n as i64), timestamp: (n as i64).wrapping_mul(0x9E37_79B9) }
-}
-
-fn mix(seed: u64, i: u64) -> u64 {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i.wrapping_mul(0xD1B5_4A32_D192_ED03);
-    x ^= x >> 31;
-    x.wrapping_mul(0x94D0_49BB_1331_11EB) ^ (x >> 29)
-}
 
 #[derive(Clone, Copy)]
 enum Workload {
@@ -56,11 +47,11 @@ impl Workload {
     fn op(self, buffer: &dyn Buffer, thread: u64, i: u64, payload: &Bytes) -> u64 {
         match self {
             Workload::GetHit => {
-                std::hint::black_box(buffer.get(&id(mix(thread, i) % 1_000_000)));
+                std::hint::black_box(buffer.get(&key(pick(thread, i, 1_000_000))));
                 1
             }
             Workload::Pipeline => {
-                let key = id((thread + 1) << 40 | i);
+                let key = download_buffer_tools::key((thread + 1) << 40 | i);
                 buffer.set(key, payload.clone());
                 std::hint::black_box(buffer.get(&key));
                 std::hint::black_box(buffer.get(&key));
@@ -68,7 +59,7 @@ impl Workload {
                 4
             }
             Workload::Mix => {
-                let key = id(mix(thread, i) % 100_000);
+                let key = download_buffer_tools::key(pick(thread, i, 100_000));
                 if i % 10 == 0 {
                     buffer.set(key, payload.clone());
                 } else {
@@ -114,26 +105,21 @@ fn measure(buffer: Arc<dyn Buffer>, workload: Workload, threads: usize, seconds:
 }
 
 fn parse_args() -> Result<(Vec<usize>, f64), String> {
+    use lexopt::prelude::*;
     let (mut threads, mut seconds) = (vec![1, 2, 4, 8], 1.0);
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
-        match arg.as_str() {
-            "--threads" => {
-                threads = value
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next().map_err(|error| error.to_string())? {
+        match arg {
+            Long("threads") => {
+                let list = value(&mut parser, "--threads")?;
+                threads = list
                     .split(',')
-                    .map(|t| t.parse::<usize>().ok().filter(|&t| (1..=1024).contains(&t)))
+                    .map(|t| t.trim().parse::<usize>().ok().filter(|&t| (1..=1024).contains(&t)))
                     .collect::<Option<_>>()
-                    .ok_or_else(|| format!("--threads: expected a list like 1,2,4, got '{value}'"))?
+                    .ok_or_else(|| format!("--threads: expected a list like 1,2,4 (1 to 1024), got '{list}'"))?
             }
-            "--seconds" => {
-                seconds = value
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| *s > 0.0 && *s < 3600.0)
-                    .ok_or_else(|| format!("--seconds: expected a positive number, got '{value}'"))?
-            }
-            _ => return Err(format!("unknown flag {arg} (flags: --threads LIST, --seconds N)")),
+            Long("seconds") => seconds = parse_seconds("--seconds", &value(&mut parser, "--seconds")?, 3600.0)?,
+            other => return Err(format!("{} (flags: --threads LIST, --seconds S)", other.unexpected())),
         }
     }
     Ok((threads, seconds))
@@ -156,8 +142,8 @@ fn main() {
         let lockfree: Arc<dyn Buffer> = Arc::new(DownloadBuffer::new(TICK, EXPIRE).unwrap());
         let rwlock: Arc<dyn Buffer> = Arc::new(RwLockBuffer::new(TICK, EXPIRE).unwrap());
         for n in 0..workload.resident() {
-            lockfree.set(id(n), Bytes::new());
-            rwlock.set(id(n), Bytes::new());
+            lockfree.set(key(n), Bytes::new());
+            rwlock.set(key(n), Bytes::new());
         }
         let mut first = None;
         for &t in &threads {
