@@ -325,8 +325,8 @@ fn settings(config: &CompareConfig, figures: &Figures) -> String {
          `RwLockBuffer::new({period}, {})` (a full scan every tick), filled from two threads; \
          nothing expires. Timer \
          overhead (two back-to-back `Instant::now()`): p50 {overhead_p50} ns, p99 {overhead_p99} \
-         ns; the p50 is subtracted from every sample. Percentiles read from a log-linear \
-         histogram (at most 3.1% high); max exact.",
+         ns; the p50 is subtracted from every sample. Percentiles read from an hdrhistogram \
+         (three significant digits).",
         config.latency_seconds,
         Millis(LATENCY_EXPIRE),
         Millis(LATENCY_EXPIRE)
