@@ -1,12 +1,17 @@
 //! What the measurement tools share: the ids and the pseudo-random picks of their
-//! workloads (the same shapes as `benches/buffer.rs`).
+//! workloads (the same shapes as `benches/buffer.rs`), the pipeline round, and the
+//! fixed-time measuring loop.
 //!
 //! - `compare` (`cargo run --release -p download-buffer-tools --bin compare`): the compare
 //!   report, fixed micro-workloads on lockfree and rwlock with a verdict per target.
 //! - `scaling` (`--bin scaling`): throughput of get hits, the pipeline and a 90/10 mix at
 //!   several thread counts.
 
-use download_buffer::{BufferId, ChunkHandle};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle};
 
 /// The id of resident entry `n` (or of pipeline round `n`), made without a clock read or
 /// global state: `BufferId::new` takes a process-wide CAS, which would measure the id maker
@@ -47,4 +52,112 @@ pub fn parse_seconds(flag: &str, value: &str, max: f64) -> Result<f64, String> {
 pub fn value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
     let value = parser.value().map_err(|error| error.to_string())?;
     value.into_string().map_err(|value| format!("{flag}: {value:?} is not valid UTF-8"))
+}
+
+/// Most calls between two clock reads in a throughput loop: the read then costs under 1% of
+/// the cheapest call measured.
+const MAX_BATCH: u32 = 64;
+/// A batch that takes longer than this halves the next one (down to a single call), so that
+/// starved calls (rwlock's gets while its janitor scans 1 M entries back to back take
+/// milliseconds each) overrun a measurement by one call at most, not by a whole batch.
+const BATCH_SPAN: Duration = Duration::from_micros(50);
+
+/// One pipelined write: set, get, get, fetch_and_delete (4 calls); every call must find
+/// the entry.
+pub fn pipeline_round(buffer: &dyn Buffer, id: BufferId, payload: &Bytes, failures: &Failures) -> u64 {
+    buffer.set(id, payload.clone());
+    let first = buffer.get(&id);
+    let second = buffer.get(&id);
+    let fetched = buffer.fetch_and_delete(&id);
+    if first.is_none() || second.is_none() || fetched.is_err() {
+        failures.add();
+    }
+    4
+}
+
+/// Failed checks during one measurement; counted only on failure, so the shared counter's
+/// cache line is never written on the measured path.
+#[derive(Default)]
+pub struct Failures(AtomicU64);
+
+impl Failures {
+    pub fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn report(&self, problems: &mut Vec<String>, name: &str, what: &str, noun: &str) {
+        let count = self.0.load(Ordering::Relaxed);
+        if count != 0 {
+            problems.push(format!("{name}: {what}: {count} {noun}"));
+        }
+    }
+}
+
+const WAIT: u8 = 0;
+const GO: u8 = 1;
+const ABORT: u8 = 2;
+
+/// Runs `op(thread, i)` on `threads` threads at once for `seconds`; returns calls per second
+/// over all threads (the sum of each thread's rate: they start together and run equally long).
+pub fn measure(threads: usize, seconds: f64, op: impl Fn(u64, u64) -> u64 + Sync) -> Result<f64, String> {
+    let duration = Duration::from_secs_f64(seconds);
+    // Not a `Barrier`: if a thread cannot be spawned, those already waiting must be released.
+    let start = AtomicU8::new(WAIT);
+    thread::scope(|scope| {
+        let mut handles = Vec::with_capacity(threads);
+        for thread in 0..threads {
+            let (start, op) = (&start, &op);
+            let spawned = thread::Builder::new().name(format!("compare-{thread}")).spawn_scoped(scope, move || {
+                if !wait_for_start(start) {
+                    return 0.0;
+                }
+                run_for(duration, |i| op(thread as u64, i))
+            });
+            match spawned {
+                Ok(handle) => handles.push(handle),
+                Err(error) => {
+                    start.store(ABORT, Ordering::Release);
+                    return Err(format!("cannot start measuring thread {thread}: {error}"));
+                }
+            }
+        }
+        start.store(GO, Ordering::Release);
+        let mut total = 0.0;
+        for handle in handles {
+            total += handle.join().map_err(|_| String::from("a measuring thread panicked"))?;
+        }
+        Ok(total)
+    })
+}
+
+/// Spins (yielding) until the start signal; whether it is a go.
+fn wait_for_start(start: &AtomicU8) -> bool {
+    loop {
+        match start.load(Ordering::Acquire) {
+            WAIT => thread::yield_now(),
+            state => return state == GO,
+        }
+    }
+}
+
+/// Calls `op(i)` for i = 0, 1, 2, ... for `duration`; returns the calls `op` reports per
+/// second. The clock is read once per batch of calls: up to `MAX_BATCH` while batches are
+/// quick, fewer when calls are slow (see [`BATCH_SPAN`]).
+pub fn run_for(duration: Duration, mut op: impl FnMut(u64) -> u64) -> f64 {
+    let start = Instant::now();
+    let (mut calls, mut i, mut batch, mut batch_start) = (0u64, 0u64, 1u32, start);
+    loop {
+        for _ in 0..batch {
+            calls += op(i);
+            i += 1;
+        }
+        let now = Instant::now();
+        let elapsed = now.duration_since(start);
+        if elapsed >= duration {
+            return calls as f64 / elapsed.as_secs_f64();
+        }
+        batch =
+            if now.duration_since(batch_start) < BATCH_SPAN { (batch * 2).min(MAX_BATCH) } else { (batch / 2).max(1) };
+        batch_start = now;
+    }
 }

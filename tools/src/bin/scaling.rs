@@ -9,12 +9,11 @@
 //!
 //! On a 2-core machine, points beyond 2 threads measure oversubscription.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use download_buffer::{Buffer, Bytes, DownloadBuffer, RwLockBuffer};
-use download_buffer_tools::{key, parse_seconds, pick, value};
+use download_buffer_tools::{key, measure, parse_seconds, pick, pipeline_round, value, Failures};
 
 const TICK: Duration = Duration::from_millis(10);
 const EXPIRE: Duration = Duration::from_secs(600);
@@ -43,23 +42,19 @@ impl Workload {
         }
     }
 
-    /// One operation (a pipeline round counts as one); returns the operations it made.
-    fn op(self, buffer: &dyn Buffer, thread: u64, i: u64, payload: &Bytes) -> u64 {
+    /// One operation on `buffer` for measuring thread `thread`, call `i`; returns the
+    /// buffer calls it made. A miss is counted in `failures`.
+    fn op(self, buffer: &dyn Buffer, thread: u64, i: u64, payload: &Bytes, failures: &Failures) -> u64 {
         match self {
             Workload::GetHit => {
-                std::hint::black_box(buffer.get(&key(pick(thread, i, 1_000_000))));
+                if std::hint::black_box(buffer.get(&key(pick(thread, i, 1_000_000)))).is_none() {
+                    failures.add();
+                }
                 1
             }
-            Workload::Pipeline => {
-                let key = download_buffer_tools::key((thread + 1) << 40 | i);
-                buffer.set(key, payload.clone());
-                std::hint::black_box(buffer.get(&key));
-                std::hint::black_box(buffer.get(&key));
-                std::hint::black_box(buffer.fetch_and_delete(&key).ok());
-                4
-            }
+            Workload::Pipeline => pipeline_round(buffer, key((thread + 1) << 40 | i), payload, failures),
             Workload::Mix => {
-                let key = download_buffer_tools::key(pick(thread, i, 100_000));
+                let key = key(pick(thread, i, 100_000));
                 if i % 10 == 0 {
                     buffer.set(key, payload.clone());
                 } else {
@@ -69,39 +64,6 @@ impl Workload {
             }
         }
     }
-}
-
-/// Runs `workload` on `threads` threads for `seconds`; returns buffer operations per second.
-fn measure(buffer: Arc<dyn Buffer>, workload: Workload, threads: usize, seconds: f64) -> f64 {
-    let stop = Arc::new(AtomicBool::new(false));
-    let total = Arc::new(AtomicU64::new(0));
-    let barrier = Arc::new(Barrier::new(threads + 1));
-    let handles: Vec<_> = (0..threads as u64)
-        .map(|thread| {
-            let (buffer, stop, total, barrier) =
-                (Arc::clone(&buffer), Arc::clone(&stop), Arc::clone(&total), Arc::clone(&barrier));
-            std::thread::spawn(move || {
-                let payload = Bytes::from_static(&[7u8; 64]);
-                barrier.wait();
-                let (mut ops, mut i) = (0u64, 0u64);
-                while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..256 {
-                        ops += workload.op(&*buffer, thread, i, &payload);
-                        i += 1;
-                    }
-                }
-                total.fetch_add(ops, Ordering::Relaxed);
-            })
-        })
-        .collect();
-    barrier.wait();
-    let start = Instant::now();
-    std::thread::sleep(Duration::from_secs_f64(seconds));
-    stop.store(true, Ordering::Relaxed);
-    for handle in handles {
-        handle.join().unwrap();
-    }
-    total.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
 fn parse_args() -> Result<(Vec<usize>, f64), String> {
@@ -123,6 +85,11 @@ fn parse_args() -> Result<(Vec<usize>, f64), String> {
         }
     }
     Ok((threads, seconds))
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("scaling: {message}");
+    std::process::exit(1);
 }
 
 fn main() {
@@ -148,8 +115,18 @@ fn main() {
         let mut first = None;
         for &t in &threads {
             eprintln!("  {} x{t}...", workload.name());
-            let a = measure(Arc::clone(&lockfree), workload, t, seconds);
-            let b = measure(Arc::clone(&rwlock), workload, t, seconds);
+            let failures = Failures::default();
+            let payload = Bytes::from_static(&[7u8; 64]);
+            let rate = |buffer: &dyn Buffer| {
+                measure(t, seconds, |thread, i| workload.op(buffer, thread, i, &payload, &failures))
+                    .unwrap_or_else(|message| fail(&message))
+            };
+            let (a, b) = (rate(&*lockfree), rate(&*rwlock));
+            let mut problems = Vec::new();
+            failures.report(&mut problems, "lockfree or rwlock", workload.name(), "calls missed");
+            if let Some(problem) = problems.first() {
+                fail(problem);
+            }
             let base = *first.get_or_insert(a);
             println!("| {t} | {:.2} M | {:.2} M | {:.1}x | {:.2}x |", a / 1e6, b / 1e6, a / b, a / base);
         }

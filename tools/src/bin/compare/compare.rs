@@ -23,13 +23,13 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use download_buffer::{Buffer, BufferId, Bytes};
-use download_buffer_tools::{key, pick};
+use download_buffer_tools::{key, measure, pick, pipeline_round, run_for, Failures};
 
 use crate::histogram::Histogram;
 use crate::{counted, find_implementation, heap, Constructor, Millis};
@@ -73,13 +73,6 @@ const CALIBRATION_PAIRS: u32 = 1_000_000;
 /// Wait after filling a latency-phase buffer, so that lockfree's first janitor run (which
 /// files the whole fill into its wheel at once) is over before the first sample.
 const SETTLE: Duration = Duration::from_millis(250);
-/// Most calls between two clock reads in a throughput loop: the read then costs under 1% of
-/// the cheapest call measured.
-const MAX_BATCH: u32 = 64;
-/// A batch that takes longer than this halves the next one (down to a single call), so that
-/// starved calls (rwlock's gets while its janitor scans 1 M entries back to back take
-/// milliseconds each) overrun a measurement by one call at most, not by a whole batch.
-const BATCH_SPAN: Duration = Duration::from_micros(50);
 /// Threads that fill the latency-phase buffers. Two writers keep one waiting at all times,
 /// and std's `RwLock` lets no new reader in while a writer waits: so rwlock's fill is not
 /// held up by its janitor's back-to-back 10 ms scans, which starve a lone writer (over a
@@ -330,7 +323,7 @@ fn pipeline_phase(
     let payload = Bytes::from_static(PAYLOAD);
     let mut run = |threads: usize, base: u64| {
         progress.step(&format!("{}: pipeline, {}", contender.name, counted(threads as u64, "thread", "threads")));
-        let failures = Failures::new();
+        let failures = Failures::default();
         let rate = measure(threads, config.seconds, |thread, i| {
             pipeline_round(&*buffer, pipeline_key(base, thread, i), &payload, &failures)
         })?;
@@ -353,7 +346,7 @@ fn mix_phase(
     let buffer = contender.build(config.tick, config.expire)?;
     fill(&*buffer, MIX_RESIDENT);
     let payload = Bytes::from_static(PAYLOAD);
-    let failures = Failures::new();
+    let failures = Failures::default();
     let rate = measure(2, config.seconds, |thread, i| {
         let id = key(pick(thread, i, MIX_RESIDENT));
         if i % 10 == 0 {
@@ -392,7 +385,7 @@ fn latency_phase(
     thread::sleep(SETTLE);
 
     progress.step(&format!("{}: get latency, {} s", contender.name, config.latency_seconds));
-    let failures = Failures::new();
+    let failures = Failures::default();
     let duration = Duration::from_secs_f64(config.latency_seconds);
     let switches_before = involuntary_switches();
     let (histogram, elapsed) = time_gets(&*buffer, config.resident, duration, timer_overhead, &failures);
@@ -481,7 +474,7 @@ fn get_hit_scaling(
     let resident = config.resident;
     let mut run = |threads: usize| {
         progress.step(&format!("{name}: {what}, {}", counted(threads as u64, "thread", "threads")));
-        let failures = Failures::new();
+        let failures = Failures::default();
         let rate = measure(threads, config.seconds, |thread, i| {
             if buffer.get(&key(pick(thread, i, resident))).is_none() {
                 failures.add();
@@ -492,19 +485,6 @@ fn get_hit_scaling(
         Ok::<f64, String>(rate)
     };
     Ok(Scaling { one: run(1)?, two: run(2)? })
-}
-
-/// One pipelined write: set, get, get, fetch_and_delete (4 calls); every call must find
-/// the entry.
-fn pipeline_round(buffer: &dyn Buffer, id: BufferId, payload: &Bytes, failures: &Failures) -> u64 {
-    buffer.set(id, payload.clone());
-    let first = buffer.get(&id);
-    let second = buffer.get(&id);
-    let fetched = buffer.fetch_and_delete(&id);
-    if first.is_none() || second.is_none() || fetched.is_err() {
-        failures.add();
-    }
-    4
 }
 
 /// Times single gets of random resident keys for `duration`; samples in nanoseconds, less
@@ -550,96 +530,6 @@ fn time_gets(
 // ---------------------------------------------------------------------------------------------
 // Measuring
 // ---------------------------------------------------------------------------------------------
-
-/// Failed checks during one measurement; counted only on failure, so the shared counter's
-/// cache line is never written on the measured path.
-struct Failures(AtomicU64);
-
-impl Failures {
-    fn new() -> Failures {
-        Failures(AtomicU64::new(0))
-    }
-
-    fn add(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn report(&self, problems: &mut Vec<String>, name: &str, what: &str, noun: &str) {
-        let count = self.0.load(Ordering::Relaxed);
-        if count != 0 {
-            problems.push(format!("{name}: {what}: {count} {noun}"));
-        }
-    }
-}
-
-const WAIT: u8 = 0;
-const GO: u8 = 1;
-const ABORT: u8 = 2;
-
-/// Runs `op(thread, i)` on `threads` threads at once for `seconds`; returns calls per second
-/// over all threads (the sum of each thread's rate: they start together and run equally long).
-fn measure(threads: usize, seconds: f64, op: impl Fn(u64, u64) -> u64 + Sync) -> Result<f64, String> {
-    let duration = Duration::from_secs_f64(seconds);
-    // Not a `Barrier`: if a thread cannot be spawned, those already waiting must be released.
-    let start = AtomicU8::new(WAIT);
-    thread::scope(|scope| {
-        let mut handles = Vec::with_capacity(threads);
-        for thread in 0..threads {
-            let (start, op) = (&start, &op);
-            let spawned = thread::Builder::new().name(format!("compare-{thread}")).spawn_scoped(scope, move || {
-                if !wait_for_start(start) {
-                    return 0.0;
-                }
-                run_for(duration, |i| op(thread as u64, i))
-            });
-            match spawned {
-                Ok(handle) => handles.push(handle),
-                Err(error) => {
-                    start.store(ABORT, Ordering::Release);
-                    return Err(format!("cannot start measuring thread {thread}: {error}"));
-                }
-            }
-        }
-        start.store(GO, Ordering::Release);
-        let mut total = 0.0;
-        for handle in handles {
-            total += handle.join().map_err(|_| String::from("a measuring thread panicked"))?;
-        }
-        Ok(total)
-    })
-}
-
-/// Spins (yielding) until the start signal; whether it is a go.
-fn wait_for_start(start: &AtomicU8) -> bool {
-    loop {
-        match start.load(Ordering::Acquire) {
-            WAIT => thread::yield_now(),
-            state => return state == GO,
-        }
-    }
-}
-
-/// Calls `op(i)` for i = 0, 1, 2, ... for `duration`; returns the calls `op` reports per
-/// second. The clock is read once per batch of calls: up to `MAX_BATCH` while batches are
-/// quick, fewer when calls are slow (see [`BATCH_SPAN`]).
-fn run_for(duration: Duration, mut op: impl FnMut(u64) -> u64) -> f64 {
-    let start = Instant::now();
-    let (mut calls, mut i, mut batch, mut batch_start) = (0u64, 0u64, 1u32, start);
-    loop {
-        for _ in 0..batch {
-            calls += op(i);
-            i += 1;
-        }
-        let now = Instant::now();
-        let elapsed = now.duration_since(start);
-        if elapsed >= duration {
-            return calls as f64 / elapsed.as_secs_f64();
-        }
-        batch =
-            if now.duration_since(batch_start) < BATCH_SPAN { (batch * 2).min(MAX_BATCH) } else { (batch / 2).max(1) };
-        batch_start = now;
-    }
-}
 
 /// The 1-minute load average, on systems that have `/proc/loadavg`.
 fn load_average() -> Option<f64> {
