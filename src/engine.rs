@@ -53,7 +53,7 @@ const MAX_PERIOD: Duration = Duration::from_millis(100);
 /// it, whatever the janitor is doing (see [`Buffer`](crate::Buffer) for the whole contract).
 ///
 /// One janitor thread serves every map of the process; it starts with the first map and
-/// ends a second after the last one is dropped. It runs a map when its earliest
+/// ends a second after the last one is dropped or `done` (manual-mode maps have none). It runs a map when its earliest
 /// entry may be due, within 100 ms of entries arriving or being removed (the map's intakes
 /// ring a doorbell), every 10 ms while removals are busy, and back to back while a mass
 /// expiry lasts (each run stops after about a wheel tick of work, 1 to 10 ms), but never

@@ -96,6 +96,7 @@ pub(crate) fn register(period: Duration, bell: &Doorbell, job: Job) -> Registrat
     bell.register(slot, generation);
     state.slots[slot] = Slot { job: Some(job), period, generation, live: true, due: None };
     state.jobs += 1;
+    state.idle_since = None;
     let due = scheduler.aligned_after(period, Instant::now());
     let earliest = state.queue.peek().is_none_or(|Reverse(first)| due < first.due);
     state.queue_at(slot, due);
@@ -122,19 +123,21 @@ impl Registration {
         let was_live = std::mem::take(&mut slot.live);
         let job = if was_live { slot.job.take() } else { None };
         let me = (self.slot, self.generation);
+        if state.running != Some(me) {
+            state.release(self.slot);
+        }
         if was_live {
             state.jobs -= 1;
             if state.jobs == 0 {
                 // Every queue item is stale now: drop them, and wake the thread to start
-                // its countdown to the end.
+                // its countdown to the end, from now.
                 state.queue.clear();
                 state.stale = 0;
+                state.idle_since = Some(Instant::now());
                 scheduler.wake.notify_one();
             }
         }
-        if state.running != Some(me) {
-            state.release(self.slot);
-        } else if state.thread != Some(thread::current().id()) {
+        if state.running == Some(me) && state.thread != Some(thread::current().id()) {
             // Running on the janitor thread: wait for the run to end (the thread frees the slot).
             state.waiters += 1;
             while state.running == Some(me) {
@@ -186,6 +189,9 @@ struct State {
     registered: u64,
     /// The janitor thread's id, while one runs.
     thread: Option<ThreadId>,
+    /// Since when no job has been registered (while none is): the thread's countdown to
+    /// its end.
+    idle_since: Option<Instant>,
 }
 
 struct Slot {
@@ -286,6 +292,7 @@ impl Scheduler {
                 jobs: 0,
                 registered: 0,
                 thread: None,
+                idle_since: None,
             }),
             wake: Condvar::new(),
             finished: Condvar::new(),
@@ -332,7 +339,6 @@ impl Scheduler {
         let mut state = self.lock();
         let mut now = Instant::now();
         let mut polled = now;
-        let mut idle_since: Option<Instant> = None;
         loop {
             let rack = Rack::process();
             if now.saturating_duration_since(polled) >= RING_POLL || !rack.is_empty() {
@@ -345,11 +351,12 @@ impl Scheduler {
             let Some(Reverse(first)) = state.queue.peek() else {
                 if state.jobs > 0 {
                     // Not reached: a registered job that is not running has a queue item.
-                    state = self.wake.wait(state).unwrap_or_else(PoisonError::into_inner);
+                    debug_assert!(false, "{} jobs registered and none queued", state.jobs);
+                    state = self.wake.wait_timeout(state, RING_POLL).unwrap_or_else(PoisonError::into_inner).0;
                     now = Instant::now();
                     continue;
                 }
-                let since = *idle_since.get_or_insert(now);
+                let since = *state.idle_since.get_or_insert(now);
                 let left = IDLE_EXIT.saturating_sub(now.saturating_duration_since(since));
                 if left.is_zero() {
                     // No job, so no ring to come: the bells still on the rack are let go,
@@ -366,7 +373,6 @@ impl Scheduler {
                 now = Instant::now();
                 continue;
             };
-            idle_since = None;
             if first.due > now {
                 let wait = (first.due - now).min(RING_POLL.saturating_sub(now.saturating_duration_since(polled)));
                 if !wait.is_zero() {

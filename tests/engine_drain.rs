@@ -63,8 +63,10 @@ fn burst(total: u64, threads: u64, tick: Duration, expire: Duration) {
     let map: Arc<ExpiringMap<u64, Counted>> = Arc::new(Builder::new(tick, expire).build().expect("valid durations"));
     // The thread names itself once it runs: look until it has.
     let mut janitor = None;
-    // (Two only for an instant: one ending, a second after the last map was dropped, as
-    // this map's registration starts the next.)
+    // This map's first run proves its thread is up and named; then the list is waited on,
+    // since an earlier thread may still be ending (a second after the last map was
+    // dropped) as this map's registration starts the next.
+    common::wait_for("the map's first janitor run", || map.janitor_stats().runs >= 1);
     common::wait_for("the process's one janitor thread", || {
         let threads = common::janitor_threads();
         janitor = threads.first().copied();

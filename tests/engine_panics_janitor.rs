@@ -24,10 +24,17 @@ mod heap;
 use faults::*;
 use heap::drained_minimum;
 
-/// Waits for the janitor thread to end, as it does a second after the last map is dropped.
+/// How long the janitor thread lingers with no map registered (the crate's private
+/// `scheduler::IDLE_EXIT`).
+const IDLE_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Waits for the janitor thread to end, as it does a second after the last map is dropped
+/// (elsewhere than on Linux, where threads cannot be listed, sleeps past that).
 fn wait_for_no_janitor_thread() {
     if cfg!(target_os = "linux") {
         common::wait_for("the janitor thread to end", || common::janitor_threads().is_empty());
+    } else {
+        thread::sleep(IDLE_EXIT + ms(500));
     }
 }
 
@@ -35,6 +42,7 @@ fn wait_for_no_janitor_thread() {
 fn panicking_keys_and_listener_on_the_janitor_thread_leak_nothing() {
     isolated(|| {
         quiet_injected_panics();
+        wait_for_no_janitor_thread();
         // Taken with no janitor thread running: the heap returns to it exactly once the
         // thread, started by this test's map, has ended after the map's drop (it lets go of
         // its tables and its registration with the epoch).

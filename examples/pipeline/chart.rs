@@ -29,7 +29,7 @@ pub fn svg(title: &str, subtitle: &str, series: &[Series], load_seconds: f64) ->
         .max(1.0);
     let max_bytes = series.iter().flat_map(|s| s.bytes.iter().map(|p| p.1)).max().unwrap_or(1).max(1) as f64;
     let p99s = || series.iter().flat_map(|s| s.p99.iter().map(|p| p.1 as f64));
-    let low = p99s().fold(f64::INFINITY, f64::min).max(1.0);
+    let low = p99s().fold(f64::INFINITY, f64::min).clamp(1.0, 1e12); // no points: 1 ns
     let high = p99s().fold(1.0, f64::max);
     let (low_decade, high_decade) = (low.log10().floor(), high.log10().ceil().max(low.log10().floor() + 1.0));
     let plot = WIDTH - LEFT - RIGHT;

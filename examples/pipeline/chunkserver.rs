@@ -72,6 +72,12 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 2).expect("valid histogram bounds")
 }
 
+/// Latencies of one chart interval: one significant digit (a tenth of the figure) keeps
+/// each interval's counters small.
+fn interval_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 1).expect("valid histogram bounds")
+}
+
 /// What one run measured.
 pub struct Outcome {
     pub name: &'static str,
@@ -84,6 +90,9 @@ pub struct Outcome {
     /// client must redo. A slow store makes them: clients write within `expire / 4` of a
     /// push unless a call stalls.
     pub late_writes: u64,
+    /// Hits later than `expire + tick/8` after the last touch ended, by a store whose
+    /// removal does not check expiry (moka's `remove`).
+    pub stale_returns: u64,
     /// Buffer calls made (all three kinds).
     pub calls: u64,
     /// Payload bytes pushed into buffers (counted per replica; the bytes are shared, not
@@ -107,14 +116,25 @@ pub struct Outcome {
     pub failure_examples: Vec<String>,
 }
 
-/// The payloads clients push: made once, then shared (a push hands out a `Bytes` clone).
+/// The payloads clients push: made once, then shared (a push hands out a `Bytes` slice).
+/// A chunk pushes its payload from an offset its handle picks, so that a store returning
+/// another chunk's value is caught (it would have to share payload and offset: 1 in 256).
 pub struct Payloads {
-    items: Vec<(Bytes, u64)>,
+    /// Each payload, with the checksum of its bytes from each offset.
+    items: Vec<(Bytes, [u64; OFFSETS])>,
 }
 
+/// Offsets a chunk's bytes may start at in its payload: `0, 64, ..., 448`.
+const OFFSETS: usize = 8;
+const OFFSET_STEP: usize = 64;
+/// The smallest payload: room for every offset.
+pub const MIN_PAYLOAD: usize = 1024;
+
 impl Payloads {
-    /// `count` payloads with sizes log-uniform in `min..=max` and pseudo-random bytes.
+    /// `count` payloads with sizes log-uniform in `min..=max` (`min` at least
+    /// [`MIN_PAYLOAD`]) and pseudo-random bytes.
     pub fn new(count: usize, min: usize, max: usize) -> Payloads {
+        let (min, max) = (min.max(MIN_PAYLOAD), max.max(min.max(MIN_PAYLOAD)));
         let mut rng = Rng(0x5EED);
         let items = (0..count)
             .map(|i| {
@@ -122,8 +142,8 @@ impl Payloads {
                 let size = ((min as f64) * (spread * i as f64 / (count.max(2) - 1) as f64).exp()) as usize;
                 let size = size.clamp(min, max);
                 let data: Vec<u8> = (0..size).map(|_| rng.next() as u8).collect();
-                let sum = checksum(&data);
-                (Bytes::from(data), sum)
+                let sums = std::array::from_fn(|k| checksum(&data[k * OFFSET_STEP..]));
+                (Bytes::from(data), sums)
             })
             .collect();
         Payloads { items }
@@ -131,6 +151,13 @@ impl Payloads {
 
     fn pick(&self, rng: &mut Rng) -> usize {
         (rng.next() % self.items.len() as u64) as usize
+    }
+
+    /// The bytes chunk `handle` pushes from payload `payload`, and their checksum.
+    fn for_chunk(&self, payload: usize, handle: ChunkHandle) -> (Bytes, u64) {
+        let (data, sums) = &self.items[payload];
+        let k = handle.0.rem_euclid(OFFSETS as i64) as usize;
+        (data.slice(k * OFFSET_STEP..), sums[k])
     }
 }
 
@@ -160,13 +187,16 @@ struct Pending {
     id: BufferId,
     chain: [usize; CHAIN],
     payload: usize,
-    /// When its last push call returned: the entry must be there until `expire` after.
-    pushed: Instant,
+    /// Before its push's first call, and after its last (a retry included): every store
+    /// of the chain was last touched between the two.
+    push_started: Instant,
+    push_ended: Instant,
     rewrite: bool,
 }
 
 /// One client thread's tallies.
 struct ClientLog {
+    stale_returns: u64,
     /// When its last push call returned.
     last_push: Option<Instant>,
     written: u64,
@@ -216,7 +246,12 @@ pub fn run(name: &'static str, servers: Vec<Box<dyn Store>>, payloads: &Payloads
             thread::sleep(PROGRESS_EVERY.min(load.saturating_sub(start.elapsed())));
         }
         stop.store(true, Ordering::Relaxed);
-        let logs: Vec<ClientLog> = clients.into_iter().map(|client| client.join().expect("client thread")).collect();
+        let joined: Vec<_> = clients.into_iter().map(|client| client.join()).collect();
+        if joined.iter().any(Result::is_err) {
+            sampling.store(false, Ordering::Relaxed); // lets the sampler end, then the scope
+            panic!("{name}: a client thread panicked");
+        }
+        let logs: Vec<ClientLog> = joined.into_iter().map(|log| log.expect("checked")).collect();
         let elapsed = start.elapsed();
         // The drain: nothing touches the buffers now; the abandoned pushes must go.
         // Counted from the last push of any client (their last writes came after it).
@@ -242,6 +277,7 @@ pub fn run(name: &'static str, servers: Vec<Box<dyn Store>>, payloads: &Payloads
         chunks_written: 0,
         abandoned: 0,
         late_writes: 0,
+        stale_returns: 0,
         calls: 0,
         bytes_pushed: 0,
         latency: [histogram(), histogram(), histogram()],
@@ -260,6 +296,7 @@ pub fn run(name: &'static str, servers: Vec<Box<dyn Store>>, payloads: &Payloads
         outcome.chunks_written += log.written;
         outcome.abandoned += log.abandoned;
         outcome.late_writes += log.late_writes;
+        outcome.stale_returns += log.stale_returns;
         outcome.calls += log.calls;
         outcome.bytes_pushed += log.bytes_pushed;
         for (total, part) in outcome.latency.iter_mut().zip(&log.latency) {
@@ -267,7 +304,7 @@ pub fn run(name: &'static str, servers: Vec<Box<dyn Store>>, payloads: &Payloads
         }
         for (i, part) in log.intervals.iter().enumerate() {
             if intervals.len() <= i {
-                intervals.resize_with(i + 1, histogram);
+                intervals.resize_with(i + 1, interval_histogram);
             }
             intervals[i].add(part).expect("same bounds");
         }
@@ -325,6 +362,7 @@ fn client(shared: &Shared, seed: u64) -> ClientLog {
         written: 0,
         abandoned: 0,
         late_writes: 0,
+        stale_returns: 0,
         calls: 0,
         bytes_pushed: 0,
         latency: [histogram(), histogram(), histogram()],
@@ -341,6 +379,7 @@ fn client(shared: &Shared, seed: u64) -> ClientLog {
         let id = BufferId::new(handle);
         let chain = pick_chain(&mut rng, shared.servers.len());
         let payload = shared.payloads.pick(&mut rng);
+        let push_started = Instant::now();
         push(shared, &mut log, id, &chain, payload);
         if rng.chance(workload.retry) {
             push(shared, &mut log, id, &chain, payload); // a retried push: forwarded, not stored again
@@ -349,10 +388,11 @@ fn client(shared: &Shared, seed: u64) -> ClientLog {
             log.abandoned += 1; // never written: its janitor must drop it
         } else {
             let rewrite = rng.chance(workload.rewrite);
-            window.push_back(Pending { id, chain, payload, pushed: Instant::now(), rewrite });
+            let push_ended = Instant::now();
+            window.push_back(Pending { id, chain, payload, push_started, push_ended, rewrite });
         }
         while window.len() >= workload.window
-            || window.front().is_some_and(|oldest| oldest.pushed.elapsed() >= write_by)
+            || window.front().is_some_and(|oldest| oldest.push_ended.elapsed() >= write_by)
         {
             let oldest = window.pop_front().expect("not empty");
             write(shared, &mut log, &oldest);
@@ -388,7 +428,7 @@ fn timed<T>(shared: &Shared, log: &mut ClientLog, call: Call, f: impl FnOnce() -
     log.latency[call as usize].record(nanos).expect("within bounds");
     let interval = ((after - shared.start).as_nanos() / INTERVAL.as_nanos()) as usize;
     if log.intervals.len() <= interval {
-        log.intervals.resize_with(interval + 1, histogram);
+        log.intervals.resize_with(interval + 1, interval_histogram);
     }
     log.intervals[interval].record(nanos).expect("within bounds");
     log.calls += 1;
@@ -397,7 +437,7 @@ fn timed<T>(shared: &Shared, log: &mut ClientLog, call: Call, f: impl FnOnce() -
 
 /// The push: each server's forward handler, in chain order: "get; if absent, store".
 fn push(shared: &Shared, log: &mut ClientLog, id: BufferId, chain: &[usize; CHAIN], payload: usize) {
-    let data = &shared.payloads.items[payload].0;
+    let (data, _) = shared.payloads.for_chunk(payload, id.handle);
     for &server in chain {
         let store = &shared.servers[server];
         if timed(shared, log, Call::Get, || store.get(&id)).is_none() {
@@ -409,25 +449,40 @@ fn push(shared: &Shared, log: &mut ClientLog, id: BufferId, chain: &[usize; CHAI
 }
 
 /// The write: the primary and then each secondary take the bytes out of their buffers and
-/// check them: the very bytes pushed (same address and length), and now and then a full
-/// checksum. A second write of the same id must find nothing.
+/// check them: this chunk's bytes (same address and length: the payload at this chunk's
+/// offset), and for one chunk in 64 their checksum. The contract is checked both ways: a
+/// miss must come at least `expire` after the last touch began, and a hit no later than
+/// `expire + tick/8` after it ended (moka's `remove` does not look at its time-to-idle, so
+/// those are only counted for it). A second write of the same id must find nothing.
 fn write(shared: &Shared, log: &mut ClientLog, pending: &Pending) {
-    let (data, sum) = &shared.payloads.items[pending.payload];
-    let age = pending.pushed.elapsed();
+    let (data, sum) = shared.payloads.for_chunk(pending.payload, pending.id.handle);
+    let (expire, tick) = (shared.workload.expire, shared.workload.tick);
     for &server in &pending.chain {
         let store = &shared.servers[server];
-        match timed(shared, log, Call::FetchAndDelete, || store.fetch_and_delete(&pending.id)) {
+        let started = Instant::now();
+        let fetched = timed(shared, log, Call::FetchAndDelete, || store.fetch_and_delete(&pending.id));
+        let ended = Instant::now();
+        match fetched {
             Some(found) => {
                 if found.as_ptr() != data.as_ptr() || found.len() != data.len() {
                     log.fail(format!("{:?} on server {server}: other bytes than pushed", pending.id));
-                } else if pending.id.handle.0 % 64 == 0 && checksum(&found) != *sum {
+                } else if pending.id.handle.0 % 64 == 0 && checksum(&found) != sum {
                     log.fail(format!("{:?} on server {server}: checksum mismatch", pending.id));
                 }
+                let idle = started.saturating_duration_since(pending.push_ended);
+                if idle > expire + tick / 8 {
+                    if store.expires_on_remove() {
+                        log.fail(format!("{:?} on server {server}: returned {idle:?} after its push", pending.id));
+                    } else {
+                        log.stale_returns += 1;
+                    }
+                }
             }
-            // Visible for at least `expire` after its last push (the contract); later, a miss
-            // is legal but a write the client must redo.
-            None if age < shared.workload.expire => {
-                log.fail(format!("{:?} on server {server}: gone {age:?} after its push", pending.id));
+            // Visible for at least `expire` after its last touch began (the contract);
+            // later, a miss is legal but a write the client must redo.
+            None if ended.saturating_duration_since(pending.push_started) < expire => {
+                let after = ended.saturating_duration_since(pending.push_started);
+                log.fail(format!("{:?} on server {server}: gone {after:?} after its push began", pending.id));
             }
             None => log.late_writes += 1,
         }

@@ -20,6 +20,11 @@ pub trait Store: Send + Sync {
     /// Called by the sampler every tick: moka does its expiry work only when asked (or as
     /// its calls go); our two have their own janitor threads.
     fn housekeeping(&self) {}
+    /// Whether `fetch_and_delete` misses once an entry has expired, whoever has yet to
+    /// remove it (our contract); moka's `remove` returns an expired entry not yet evicted.
+    fn expires_on_remove(&self) -> bool {
+        true
+    }
 }
 
 /// The implementations, in table order: the first is the baseline of the ratios.
@@ -103,5 +108,9 @@ impl Store for Moka {
 
     fn housekeeping(&self) {
         self.0.run_pending_tasks();
+    }
+
+    fn expires_on_remove(&self) -> bool {
+        false
     }
 }

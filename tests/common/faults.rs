@@ -171,8 +171,9 @@ pub fn assert_consistent_then_drained(map: &Map, advance: impl Fn(Duration), run
 }
 
 /// Checks, once the map is dropped, that every value is dropped and the heap is back to
-/// `before` (when given) exactly. With `janitor_thread`, `before` was taken with no janitor
-/// thread running, and the janitor thread has ended since.
+/// `before` (when given) exactly. For a map with a janitor thread, `before` must have been
+/// taken with no janitor thread running, and the thread must have ended since (it keeps
+/// the scheduler's tables and its epoch registration while it runs).
 /// Takes the values' counter, so that it is freed before the heap is measured (as the
 /// test's other handles must be).
 pub fn assert_leaks_nothing(before: Option<Heap>, live: Arc<AtomicI64>) {
