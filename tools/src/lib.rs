@@ -56,11 +56,11 @@ pub fn value(parser: &mut lexopt::Parser, flag: &str) -> Result<String, String> 
 
 /// Most calls between two clock reads in a throughput loop: the read then costs under 1% of
 /// the cheapest call measured.
-const MAX_BATCH: u32 = 64;
+pub const MAX_BATCH: u32 = 64;
 /// A batch that takes longer than this halves the next one (down to a single call), so that
 /// starved calls (rwlock's gets while its janitor scans 1 M entries back to back take
 /// milliseconds each) overrun a measurement by one call at most, not by a whole batch.
-const BATCH_SPAN: Duration = Duration::from_micros(50);
+pub const BATCH_SPAN: Duration = Duration::from_micros(50);
 
 /// One pipelined write: set, get, get, fetch_and_delete (4 calls); every call must find
 /// the entry.
