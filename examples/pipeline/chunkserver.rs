@@ -83,6 +83,24 @@ pub struct Outcome {
     pub name: &'static str,
     /// The load phase's length.
     pub elapsed: Duration,
+    /// What the clients counted, summed.
+    pub tally: Tally,
+    /// Per [`INTERVAL`]: the p99 of every call in it, in nanoseconds.
+    pub p99_over_time: Vec<(f64, u64)>,
+    /// Samples of (seconds since the start, bytes held by all servers).
+    pub bytes_over_time: Vec<(f64, u64)>,
+    pub peak_entries: u64,
+    pub peak_bytes: u64,
+    /// How long after the last push the abandoned bytes took to drain to zero; `None`
+    /// when they had not within `drain_limit`.
+    pub drained_after: Option<Duration>,
+    /// The bound the contract gives (expire + tick) and how long the run waited.
+    pub drain_bound: Duration,
+    pub drain_limit: Duration,
+}
+
+/// What clients count: one per client thread, summed into the [`Outcome`].
+pub struct Tally {
     pub chunks_written: u64,
     pub abandoned: u64,
     /// Replica writes that came after the push's expiry and found nothing: legal (the
@@ -99,21 +117,46 @@ pub struct Outcome {
     /// copied, as a chunkserver's zero-copy buffer shares them).
     pub bytes_pushed: u64,
     pub latency: [Histogram<u64>; 3],
-    /// Per [`INTERVAL`]: the p99 of every call in it, in nanoseconds.
-    pub p99_over_time: Vec<(f64, u64)>,
-    /// Samples of (seconds since the start, bytes held by all servers).
-    pub bytes_over_time: Vec<(f64, u64)>,
-    pub peak_entries: u64,
-    pub peak_bytes: u64,
-    /// How long after the last push the abandoned bytes took to drain to zero; `None`
-    /// when they had not within `drain_limit`.
-    pub drained_after: Option<Duration>,
-    /// The bound the contract gives (expire + tick) and how long the run waited.
-    pub drain_bound: Duration,
-    pub drain_limit: Duration,
     /// Failed checks, counted; the first few described.
     pub failures: u64,
     pub failure_examples: Vec<String>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            chunks_written: 0,
+            abandoned: 0,
+            late_writes: 0,
+            stale_returns: 0,
+            calls: 0,
+            bytes_pushed: 0,
+            latency: [histogram(), histogram(), histogram()],
+            failures: 0,
+            failure_examples: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, message: String) {
+        self.failures += 1;
+        if self.failure_examples.len() < 3 {
+            self.failure_examples.push(message);
+        }
+    }
+
+    fn add(&mut self, other: Tally) {
+        self.chunks_written += other.chunks_written;
+        self.abandoned += other.abandoned;
+        self.late_writes += other.late_writes;
+        self.stale_returns += other.stale_returns;
+        self.calls += other.calls;
+        self.bytes_pushed += other.bytes_pushed;
+        for (total, part) in self.latency.iter_mut().zip(&other.latency) {
+            total.add(part).expect("same bounds");
+        }
+        self.failures += other.failures;
+        self.failure_examples.extend(other.failure_examples);
+    }
 }
 
 /// The payloads clients push: made once, then shared (a push hands out a `Bytes` slice).
@@ -196,27 +239,11 @@ struct Pending {
 
 /// One client thread's tallies.
 struct ClientLog {
-    stale_returns: u64,
+    tally: Tally,
     /// When its last push call returned.
     last_push: Option<Instant>,
-    written: u64,
-    abandoned: u64,
-    late_writes: u64,
-    calls: u64,
-    bytes_pushed: u64,
-    latency: [Histogram<u64>; 3],
+    /// Per [`INTERVAL`], the latencies of every call.
     intervals: Vec<Histogram<u64>>,
-    failures: u64,
-    failure_examples: Vec<String>,
-}
-
-impl ClientLog {
-    fn fail(&mut self, message: String) {
-        self.failures += 1;
-        if self.failure_examples.len() < 3 {
-            self.failure_examples.push(message);
-        }
-    }
 }
 
 /// Everything a client thread reads.
@@ -274,13 +301,7 @@ pub fn run(name: &'static str, servers: Vec<Box<dyn Store>>, payloads: &Payloads
     let mut outcome = Outcome {
         name,
         elapsed,
-        chunks_written: 0,
-        abandoned: 0,
-        late_writes: 0,
-        stale_returns: 0,
-        calls: 0,
-        bytes_pushed: 0,
-        latency: [histogram(), histogram(), histogram()],
+        tally: Tally::new(),
         p99_over_time: Vec::new(),
         bytes_over_time: samples.iter().map(|&(at, bytes, _)| (at, bytes)).collect(),
         peak_entries: samples.iter().map(|&(_, _, entries)| entries).max().unwrap_or(0),
@@ -288,28 +309,16 @@ pub fn run(name: &'static str, servers: Vec<Box<dyn Store>>, payloads: &Payloads
         drained_after,
         drain_bound: workload.expire + workload.tick,
         drain_limit,
-        failures: 0,
-        failure_examples: Vec::new(),
     };
     let mut intervals: Vec<Histogram<u64>> = Vec::new();
     for log in logs {
-        outcome.chunks_written += log.written;
-        outcome.abandoned += log.abandoned;
-        outcome.late_writes += log.late_writes;
-        outcome.stale_returns += log.stale_returns;
-        outcome.calls += log.calls;
-        outcome.bytes_pushed += log.bytes_pushed;
-        for (total, part) in outcome.latency.iter_mut().zip(&log.latency) {
-            total.add(part).expect("same bounds");
-        }
         for (i, part) in log.intervals.iter().enumerate() {
             if intervals.len() <= i {
                 intervals.resize_with(i + 1, interval_histogram);
             }
             intervals[i].add(part).expect("same bounds");
         }
-        outcome.failures += log.failures;
-        outcome.failure_examples.extend(log.failure_examples);
+        outcome.tally.add(log.tally);
     }
     outcome.p99_over_time = intervals
         .iter()
@@ -319,8 +328,8 @@ pub fn run(name: &'static str, servers: Vec<Box<dyn Store>>, payloads: &Payloads
         .collect();
     if drained_after.is_none() {
         let held: u64 = servers.iter().map(|server| server.len()).sum();
-        outcome.failures += 1;
-        outcome.failure_examples.push(format!("{held} entries still held {drain_limit:?} after the last push"));
+        outcome.tally.failures += 1; // described whatever the clients described
+        outcome.tally.failure_examples.push(format!("{held} entries still held {drain_limit:?} after the last push"));
     }
     outcome
 }
@@ -357,19 +366,7 @@ fn progress(name: &str, start: Instant, load: Duration, servers: &[Box<dyn Store
 fn client(shared: &Shared, seed: u64) -> ClientLog {
     let workload = shared.workload;
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (seed + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
-    let mut log = ClientLog {
-        last_push: None,
-        written: 0,
-        abandoned: 0,
-        late_writes: 0,
-        stale_returns: 0,
-        calls: 0,
-        bytes_pushed: 0,
-        latency: [histogram(), histogram(), histogram()],
-        intervals: Vec::new(),
-        failures: 0,
-        failure_examples: Vec::new(),
-    };
+    let mut log = ClientLog { tally: Tally::new(), last_push: None, intervals: Vec::new() };
     let mut window: VecDeque<Pending> = VecDeque::with_capacity(workload.window);
     // Written when the window is full or the oldest push is this old: well inside the
     // expiry, however slow the store (a write after `expire` may legally find nothing).
@@ -385,7 +382,7 @@ fn client(shared: &Shared, seed: u64) -> ClientLog {
             push(shared, &mut log, id, &chain, payload); // a retried push: forwarded, not stored again
         }
         if rng.chance(workload.abandon) {
-            log.abandoned += 1; // never written: its janitor must drop it
+            log.tally.abandoned += 1; // never written: its janitor must drop it
         } else {
             let rewrite = rng.chance(workload.rewrite);
             let push_ended = Instant::now();
@@ -425,13 +422,13 @@ fn timed<T>(shared: &Shared, log: &mut ClientLog, call: Call, f: impl FnOnce() -
     let after = Instant::now();
     let nanos = (after - before).as_nanos().max(1) as u64;
     let nanos = nanos.min(60_000_000_000);
-    log.latency[call as usize].record(nanos).expect("within bounds");
+    log.tally.latency[call as usize].record(nanos).expect("within bounds");
     let interval = ((after - shared.start).as_nanos() / INTERVAL.as_nanos()) as usize;
     if log.intervals.len() <= interval {
         log.intervals.resize_with(interval + 1, interval_histogram);
     }
     log.intervals[interval].record(nanos).expect("within bounds");
-    log.calls += 1;
+    log.tally.calls += 1;
     result
 }
 
@@ -442,7 +439,7 @@ fn push(shared: &Shared, log: &mut ClientLog, id: BufferId, chain: &[usize; CHAI
         let store = &shared.servers[server];
         if timed(shared, log, Call::Get, || store.get(&id)).is_none() {
             timed(shared, log, Call::SetIfAbsent, || store.set_if_absent(id, data.clone()));
-            log.bytes_pushed += data.len() as u64;
+            log.tally.bytes_pushed += data.len() as u64;
         }
     }
     log.last_push = Some(Instant::now());
@@ -465,16 +462,17 @@ fn write(shared: &Shared, log: &mut ClientLog, pending: &Pending) {
         match fetched {
             Some(found) => {
                 if found.as_ptr() != data.as_ptr() || found.len() != data.len() {
-                    log.fail(format!("{:?} on server {server}: other bytes than pushed", pending.id));
+                    log.tally.fail(format!("{:?} on server {server}: other bytes than pushed", pending.id));
                 } else if pending.id.handle.0 % 64 == 0 && checksum(&found) != sum {
-                    log.fail(format!("{:?} on server {server}: checksum mismatch", pending.id));
+                    log.tally.fail(format!("{:?} on server {server}: checksum mismatch", pending.id));
                 }
                 let idle = started.saturating_duration_since(pending.push_ended);
                 if idle > expire + tick / 8 {
                     if store.expires_on_remove() {
-                        log.fail(format!("{:?} on server {server}: returned {idle:?} after its push", pending.id));
+                        log.tally
+                            .fail(format!("{:?} on server {server}: returned {idle:?} after its push", pending.id));
                     } else {
-                        log.stale_returns += 1;
+                        log.tally.stale_returns += 1;
                     }
                 }
             }
@@ -482,14 +480,14 @@ fn write(shared: &Shared, log: &mut ClientLog, pending: &Pending) {
             // later, a miss is legal but a write the client must redo.
             None if ended.saturating_duration_since(pending.push_started) < expire => {
                 let after = ended.saturating_duration_since(pending.push_started);
-                log.fail(format!("{:?} on server {server}: gone {after:?} after its push began", pending.id));
+                log.tally.fail(format!("{:?} on server {server}: gone {after:?} after its push began", pending.id));
             }
-            None => log.late_writes += 1,
+            None => log.tally.late_writes += 1,
         }
         if pending.rewrite && timed(shared, log, Call::FetchAndDelete, || store.fetch_and_delete(&pending.id)).is_some()
         {
-            log.fail(format!("{:?} on server {server}: consumed twice", pending.id));
+            log.tally.fail(format!("{:?} on server {server}: consumed twice", pending.id));
         }
     }
-    log.written += 1;
+    log.tally.chunks_written += 1;
 }

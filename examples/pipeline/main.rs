@@ -223,7 +223,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if outcomes.iter().all(|outcome| outcome.failures == 0) {
+    if outcomes.iter().all(|outcome| outcome.tally.failures == 0) {
         ExitCode::SUCCESS
     } else {
         eprintln!("FAILED: at least one check failed (see the table)");
@@ -237,7 +237,7 @@ const STARVED: f64 = 0.02;
 /// The results as a Markdown table, then each store's latencies and checks.
 fn table(outcomes: &[Outcome], workload: &Workload) -> String {
     use std::fmt::Write;
-    let rate = |outcome: &Outcome| outcome.chunks_written as f64 / outcome.elapsed.as_secs_f64();
+    let rate = |outcome: &Outcome| outcome.tally.chunks_written as f64 / outcome.elapsed.as_secs_f64();
     let best = outcomes.iter().map(rate).fold(0.0, f64::max);
     let mut out = String::new();
     let _ = writeln!(
@@ -260,7 +260,7 @@ fn table(outcomes: &[Outcome], workload: &Workload) -> String {
             None => format!("not in {:.0} s", outcome.drain_limit.as_secs_f64()),
         };
         let late = outcome.drained_after.is_some_and(|after| after > outcome.drain_bound + workload.tick * 2);
-        let checks = match (outcome.failures, late) {
+        let checks = match (outcome.tally.failures, late) {
             (0, false) => String::from("ok"),
             (0, true) => String::from("ok; drained past the bound"),
             (n, _) => format!("{n} FAILED"),
@@ -270,18 +270,18 @@ fn table(outcomes: &[Outcome], workload: &Workload) -> String {
             "| {} | {:.0} | {ratio} | {:.2} M | {}/s | {} | {} | {drained} | {} | {checks} |",
             outcome.name,
             rate(outcome),
-            outcome.calls as f64 / seconds / 1e6,
-            chart::size(outcome.bytes_pushed as f64 / seconds),
+            outcome.tally.calls as f64 / seconds / 1e6,
+            chart::size(outcome.tally.bytes_pushed as f64 / seconds),
             outcome.peak_entries,
             chart::size(outcome.peak_bytes as f64),
-            outcome.late_writes,
+            outcome.tally.late_writes,
         );
     }
     let _ = writeln!(out, "\n| store | call | p50 | p99 | p99.9 | max | calls |");
     let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
     for outcome in outcomes {
         for call in CALLS {
-            let latency = &outcome.latency[call as usize];
+            let latency = &outcome.tally.latency[call as usize];
             let at = |q: f64| chart::nanos(latency.value_at_quantile(q) as f64);
             let _ = writeln!(
                 out,
@@ -308,17 +308,17 @@ fn table(outcomes: &[Outcome], workload: &Workload) -> String {
          settled by `run_pending_tasks`.",
         chunkserver::SAMPLE_EVERY
     );
-    for outcome in outcomes.iter().filter(|outcome| outcome.stale_returns > 0) {
+    for outcome in outcomes.iter().filter(|outcome| outcome.tally.stale_returns > 0) {
         let _ = writeln!(
             out,
             "\n{}: {} writes found their bytes more than expire + tick/8 after the push \
              (its `remove` returns entries past their time-to-idle until they are evicted).",
-            outcome.name, outcome.stale_returns
+            outcome.name, outcome.tally.stale_returns
         );
     }
-    for outcome in outcomes.iter().filter(|outcome| outcome.failures > 0) {
-        let _ = writeln!(out, "\n{} failed {} check(s):", outcome.name, outcome.failures);
-        for example in &outcome.failure_examples {
+    for outcome in outcomes.iter().filter(|outcome| outcome.tally.failures > 0) {
+        let _ = writeln!(out, "\n{} failed {} check(s):", outcome.name, outcome.tally.failures);
+        for example in &outcome.tally.failure_examples {
             let _ = writeln!(out, "- {example}");
         }
     }
@@ -366,8 +366,8 @@ mod tests {
         for name in store::NAMES {
             let servers = (0..3).map(|_| store::build(name, workload.tick, workload.expire).unwrap()).collect();
             let outcome = chunkserver::run(name, servers, &payloads, &workload);
-            assert_eq!(outcome.failures, 0, "{name}: {:?}", outcome.failure_examples);
-            assert!(outcome.chunks_written > 0 && outcome.abandoned > 0, "{name}: nothing ran");
+            assert_eq!(outcome.tally.failures, 0, "{name}: {:?}", outcome.tally.failure_examples);
+            assert!(outcome.tally.chunks_written > 0 && outcome.tally.abandoned > 0, "{name}: nothing ran");
             assert!(outcome.drained_after.is_some(), "{name}: the abandoned pushes never drained");
         }
     }
