@@ -29,6 +29,7 @@ declare -A CATCHER=(
     [time_cut_forgets_more_due]=test:engine_simulation
     [budget_check_then_add]=budget
     [ring_checks_by_load]=lib:loom_
+    [take_ignores_readers]=delete_get
 )
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && mapfile -t variants < <(printf "%s\n" "${!CATCHER[@]}" | sort)

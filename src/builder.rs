@@ -127,10 +127,15 @@ impl<K, V, S, T> Builder<K, V, S, T> {
         self
     }
 
-    /// A removed value for which `is_large` returns true is freed within one epoch advance
-    /// (the removing thread flushes its epoch bag, which costs a few hundred nanoseconds),
-    /// where other values wait until 64 more removals on that thread fill the bag. Worth it
-    /// for large payloads: a [`DownloadBuffer`] flushes for values of 16 KiB and more.
+    /// Values for which `is_large` returns true (asked once, as each value is stored; a
+    /// panic counts as "no") are *leased*: a reader counts itself in and out around its
+    /// clone (two read-modify-writes on the entry), and the call that removes the value
+    /// frees it at once when no reader is in: `fetch_and_delete` hands over the stored value
+    /// itself, without a clone, and `delete`, a replacing `set` and expiry drop it on the
+    /// spot. Other values (and a leased one a reader was cloning) are dropped one epoch
+    /// advance after their removal, in batches, on whichever thread collects them: fine for
+    /// small values, ruinous for payloads the allocator would reuse warm. A
+    /// [`DownloadBuffer`] leases every value. See docs/design.md, "Leases".
     pub fn eager_release(mut self, is_large: fn(&V) -> bool) -> Self {
         self.settings.eager_release = is_large;
         self
@@ -182,22 +187,21 @@ where
 }
 
 impl Builder<BufferId, Bytes, ahash::RandomState, ExpiringMap<BufferId, Bytes>> {
-    /// Builds a [`DownloadBuffer`] from a map builder (values weigh their length, payloads
-    /// of 16 KiB and more are released eagerly, as from [`DownloadBuffer::builder`]).
+    /// Builds a [`DownloadBuffer`] from a map builder (values weigh their length and are
+    /// leased, as from [`DownloadBuffer::builder`]).
     #[deprecated(since = "0.2.0", note = "use `DownloadBuffer::builder(tick, expire)...build()`")]
     pub fn build_download_buffer(self) -> Result<DownloadBuffer, Error> {
         self.for_download_buffer().build()
     }
 
     /// These options with a download buffer's defaults: values weigh their length, and
-    /// payloads of 16 KiB and more are released eagerly.
+    /// every value is leased ([`eager_release`](Self::eager_release)): its remover frees it
+    /// at once. Measured with 64 B to 1 MiB payloads, leasing costs a hit nothing visible
+    /// and makes every removal cheaper (docs/performance.md, "Large payloads").
     fn for_download_buffer(self) -> Builder<BufferId, Bytes, ahash::RandomState, DownloadBuffer> {
-        self.weigher(Bytes::len).eager_release(|data: &Bytes| data.len() >= EAGER_RELEASE_BYTES).builds()
+        self.weigher(Bytes::len).eager_release(|_| true).builds()
     }
 }
-
-/// Payloads from this size on are released within one epoch advance of their removal.
-const EAGER_RELEASE_BYTES: usize = 16 * 1024;
 
 impl Builder<BufferId, Bytes, ahash::RandomState, DownloadBuffer> {
     /// The builder [`DownloadBuffer::builder`] returns (see `for_download_buffer`).

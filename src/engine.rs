@@ -19,7 +19,7 @@ use crate::error::require_nonzero;
 use crate::intake::Intake;
 use crate::janitor::{Janitor, JanitorRun, JanitorStats, Listener, Parts};
 use crate::life::{Life, Touch};
-use crate::reclaim::{destroy_whole, release_janitor_hold};
+use crate::reclaim::{destroy_whole, drop_taken, release_janitor_hold};
 use crate::scheduler::{self, Registration};
 use crate::stats::{Stats, Tally};
 use crate::sync::epoch::{self, Guard};
@@ -105,6 +105,8 @@ struct Core<K, V, S> {
     tally: Tally,
     /// Called by the janitor for each entry it expires.
     on_expire: Option<Listener<K, V>>,
+    /// Whether a value is large enough to lease (`crate::lease`): freed by its remover.
+    eager_release: fn(&V) -> bool,
 }
 
 /// What an [`ExpiringMap`] is built from: the [`Builder`](crate::Builder)'s options.
@@ -140,7 +142,7 @@ where
         // What wakes the janitor thread for a sleeping map; manual mode has no thread to wake.
         let bell = (!settings.manual).then(|| Doorbell::new(Rack::process()));
         let core = Arc::new(Core {
-            table: Table::new(buckets, hasher, settings.eager_release, bell.clone()),
+            table: Table::new(buckets, hasher, bell.clone()),
             fresh: Intake::new(bell.clone()),
             // A touch's deadline lies at most `expire + 1` ticks (one for rounding up) past
             // the tick it read; one more for the wheel lagging behind the clock. Later ones
@@ -155,6 +157,7 @@ where
             ),
             tally: Tally::new(settings.count_stats),
             on_expire: settings.on_expire,
+            eager_release: settings.eager_release,
         });
         let janitor_thread = bell.map(|bell| {
             let period = Duration::from_nanos(scale.resolution_nanos).min(MAX_PERIOD);
@@ -222,7 +225,7 @@ where
 
     /// Whether a live entry holds `key`; does not extend its life.
     pub fn contains_key(&self, key: &K) -> bool {
-        self.core.peek(key, |_| ()).is_some()
+        self.core.contains_key(key)
     }
 
     /// Removes the entry under `key`, if any. Returns whether this call removed a live one.
@@ -349,7 +352,7 @@ where
         // Once the janitor is gone, nobody takes entries from the intake: they count as
         // taken already, so their unlinker retires them (see `Table::unlink`).
         let janitor_gone = self.table.janitor_gone();
-        let entry = new_entry(new.key, new.value, new.hash, Life::new(deadline, janitor_gone));
+        let entry = new_entry(new.key, new.value, new.hash, Life::new(deadline, janitor_gone), new.leased);
         let unpublished = Unpublished { entry, weights: &self.weights, counted: Cell::new(counted) };
         // SAFETY: a fresh `Box::into_raw` entry, unpublished, keyed with `self.table`'s hash.
         let inserted = unsafe { self.table.insert(entry, guard, |found| admit(found, &unpublished.counted)) };
@@ -370,8 +373,18 @@ where
     /// After a replacing set: gives back the weight of the entry it replaced (beyond
     /// `keep`, which the new entry took over), then unlinks that entry (a search, which
     /// asks `K: Eq`: last, so that a panic there leaves nothing unaccounted for).
+    ///
+    /// A leased old value is dropped here, at once, if no reader is in, unless the janitor
+    /// had claimed the entry before the replacement: the janitor then reads the value for
+    /// the expiry listener, unleased (the `EXPIRED` a load sees here after the replacing
+    /// read-modify-write is the claim's, if the claim came first; a claim after it fails).
     fn retire_replaced(&self, replaced: Replaced<'_, K, V>, keep: usize, guard: &Guard) {
-        self.weights.release(self.weight_of(replaced.old).saturating_sub(keep));
+        let old = replaced.old;
+        self.weights.release(self.weight_of(old).saturating_sub(keep));
+        if !old.life.load().is_expired() {
+            // SAFETY: this call's replacing CAS marked `old`, and it is done reading it.
+            drop_taken(unsafe { old.take_value() });
+        }
         self.table.unlink_replaced(replaced, guard);
     }
 
@@ -379,11 +392,15 @@ where
     /// `K: Hash`, the weigher) that can run before anything is counted or published, so that
     /// a panic there leaves nothing half done. (`K: Eq` runs in the table's search, while
     /// [`link`](Self::link) holds the unpublished entry; the weigher again on removal.)
+    ///
+    /// The `eager_release` predicate is asked here too; a panic in it counts as "not large".
     fn prepare(&self, key: K, value: V) -> NewEntry<K, V> {
         let now = self.now();
         let hash = self.table.hash(&key);
         let weight = self.weights.weigh(&value);
-        NewEntry { key, value, hash, weight, now }
+        let is_large = std::panic::AssertUnwindSafe(|| (self.eager_release)(&value));
+        let leased = std::panic::catch_unwind(is_large).unwrap_or(false);
+        NewEntry { key, value, hash, weight, leased, now }
     }
 
     fn set(&self, key: K, value: V) {
@@ -434,7 +451,7 @@ where
         // it would replace (a replacement hands that weight over to the new entry).
         let inserted = self.link(new, 0, &guard, |found, counted| {
             let reserved = counted.get();
-            let needed = weight.saturating_sub(found.map_or(0, |old| self.weight_of(old)));
+            let needed = weight.saturating_sub(found.map_or(0, |old| self.weight_of_found(old)));
             if needed > reserved {
                 if let Err(mut seen) = self.weights.try_add(needed - reserved) {
                     // What others hold: this call's own room (taken for an earlier attempt)
@@ -481,7 +498,10 @@ where
             };
             match entry.life.touch(now, &self.scale) {
                 Touch::Live => {
-                    // SAFETY: pinned by `guard`, and `entry` was found through the table.
+                    // Removed and its value taken since the find: look again.
+                    let Some(_reading) = entry.lease.read() else { continue };
+                    // SAFETY: pinned by `guard`, `entry` was found through the table, and the
+                    // lease (if the value is leased) keeps its remover from taking it.
                     return Some(unsafe { entry.value() }.clone());
                 }
                 Touch::Dead => {
@@ -500,23 +520,43 @@ where
         let now = self.now();
         let guard = epoch::pin();
         let hash = self.table.hash(key);
-        let entry = self.table.find(key, hash, &guard)?;
-        // SAFETY: pinned by `guard`, and `entry` was found through the table.
-        entry.life.load().is_live(now, &self.scale).then(|| read(unsafe { entry.value() }))
+        loop {
+            let entry = self.table.find(key, hash, &guard)?;
+            if !entry.life.load().is_live(now, &self.scale) {
+                return None;
+            }
+            // Removed and its value taken since the find: look again.
+            let Some(_reading) = entry.lease.read() else { continue };
+            // SAFETY: pinned by `guard`, found through the table, and leased if need be.
+            return Some(read(unsafe { entry.value() }));
+        }
+    }
+
+    /// Whether a live entry holds `key` (its value is not read: no lease).
+    fn contains_key(&self, key: &K) -> bool {
+        let now = self.now();
+        let guard = epoch::pin();
+        let hash = self.table.hash(key);
+        self.table.find(key, hash, &guard).is_some_and(|entry| entry.life.load().is_live(now, &self.scale))
     }
 
     /// Removes `entry` if no one else has (counting its weight out if this call did), and
-    /// settles its fate with the janitor (`Life::settle_removal`).
-    fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> Removed {
+    /// settles its fate with the janitor (`Life::settle_removal`). A leased value this call
+    /// removed is taken if no reader is in (not if the janitor claimed the entry first: it
+    /// reads the value for the listener) and comes back in [`Removed::Ours`]; the caller
+    /// returns it or drops it with `drop_taken`.
+    fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> Removed<V> {
         let settled = self.table.remove(entry, guard, || {
             let expired = entry.life.settle_removal();
             self.release_weight(entry);
-            expired
+            // SAFETY: this call marked the entry, and has read its value (the weight) already.
+            let taken = if expired { None } else { unsafe { entry.take_value() } };
+            (expired, taken)
         });
         match settled {
             None => Removed::Lost,
-            Some(true) => Removed::Expired,
-            Some(false) => Removed::Ours,
+            Some((true, _)) => Removed::Expired,
+            Some((false, taken)) => Removed::Ours(taken),
         }
     }
 
@@ -527,6 +567,15 @@ where
         // SAFETY: pinned (the caller's contract), and the value is dropped only after an
         // unlink and the grace period that follows it.
         self.weights.weigh(unsafe { entry.value() })
+    }
+
+    /// [`weight_of`](Self::weight_of) an entry another thread may be removing: under its
+    /// lease; 0 if its value was taken (its remover counted its weight out before).
+    fn weight_of_found(&self, entry: &Entry<K, V>) -> usize {
+        match entry.lease.read() {
+            Some(_reading) => self.weight_of(entry),
+            None => 0,
+        }
     }
 
     /// Counts out the weight of `entry`, which this call removed.
@@ -544,11 +593,14 @@ where
             match self.remove(entry, &guard) {
                 // An expired entry is removed all the same (it is garbage), but it was not
                 // live; nor if the janitor's claim came first (it reports the expiry).
-                Removed::Ours if live => {
-                    self.tally.removal();
-                    return true;
+                Removed::Ours(taken) => {
+                    drop_taken(taken);
+                    if live {
+                        self.tally.removal();
+                    }
+                    return live;
                 }
-                Removed::Ours | Removed::Expired => return false,
+                Removed::Expired => return false,
                 // Removed (or replaced) under us: look again.
                 Removed::Lost => {}
             }
@@ -564,12 +616,29 @@ where
             if !entry.life.load().is_live(now, &self.scale) {
                 return None; // expired: the janitor removes it
             }
-            // Readers may be cloning the value concurrently, so it is cloned here too; the
-            // entry (and its copy) is freed after the epoch moves on.
+            if entry.lease.is_leased() {
+                // A large value: removed first, then taken out of the entry if no reader is
+                // in (no clone, and the caller frees it when it is done), else cloned, the
+                // entry's own copy waiting for the epoch. (A panicking clone then leaves it
+                // removed and accounted for; the call panics.)
+                match self.remove(entry, &guard) {
+                    Removed::Ours(taken) => {
+                        self.tally.removal();
+                        // SAFETY: pinned by `guard`; not taken, so dropped only after the pin.
+                        return Some(taken.unwrap_or_else(|| unsafe { entry.value() }.clone()));
+                    }
+                    Removed::Expired => return None,
+                    Removed::Lost => continue,
+                }
+            }
+            // Readers may be cloning the value concurrently, so it is cloned here too (before
+            // the removal: a panicking clone leaves the entry in place); the entry (and its
+            // copy) is freed after the epoch moves on.
             // SAFETY: pinned by `guard`, and `entry` was found through the table.
             let value = unsafe { entry.value() }.clone();
             match self.remove(entry, &guard) {
-                Removed::Ours => {
+                Removed::Ours(taken) => {
+                    debug_assert!(taken.is_none(), "an unleased value was taken");
                     self.tally.removal();
                     return Some(value);
                 }
@@ -585,12 +654,18 @@ where
         let now = self.now();
         let guard = epoch::pin();
         self.table.for_each(&guard, |entry| {
-            // SAFETY: pinned by `guard`, and `entry` was reached through the table.
-            let kept = entry.life.load().is_live(now, &self.scale) && keep(&entry.key, unsafe { entry.value() });
+            let kept = entry.life.load().is_live(now, &self.scale) && {
+                // Taken: removed since the walk passed it, nothing to ask about.
+                let Some(_reading) = entry.lease.read() else { return };
+                // SAFETY: pinned by `guard`, reached through the table, leased if need be.
+                keep(&entry.key, unsafe { entry.value() })
+            };
             if !kept {
                 // Lost to a racing remover or replacer, or claimed by the janitor first (then
                 // an expiry): gone anyway.
-                let _ = self.remove(entry, &guard);
+                if let Removed::Ours(taken) = self.remove(entry, &guard) {
+                    drop_taken(taken);
+                }
             }
         });
     }
@@ -648,13 +723,14 @@ impl Pacing {
 }
 
 /// How a removal by a call ended ([`Core::remove`]).
-enum Removed {
+enum Removed<V> {
     /// Someone else's mark came first.
     Lost,
     /// This call's mark removed it, after the janitor had claimed it: an expiry.
     Expired,
-    /// This call removed it, and owns its removal.
-    Ours,
+    /// This call removed it, and owns its removal; with the value if it took it (a leased
+    /// value no reader was reading).
+    Ours(Option<V>),
 }
 
 /// An entry [`Core::link`] made and has not published (yet): freed, with the weight
@@ -682,6 +758,8 @@ struct NewEntry<K, V> {
     value: V,
     hash: u64,
     weight: usize,
+    /// Whether readers of the entry lease its value (`crate::lease`).
+    leased: bool,
     /// When the call began (the clock's nanoseconds): dates the entry.
     now: u64,
 }

@@ -521,8 +521,8 @@ fn take_fresh<K, V>(wheel: &mut Wheel<Entry<K, V>>, fresh: &Intake<K, V>, report
         // Filed at its deadline (if it is still inheriting one, that is a lower bound: the
         // claim looks again). One already due is filed at the next tick, to be handed out by
         // this run's loop if the run's time is past that tick, else by the first run of the
-        // next wheel tick: deciding it here would run user code (the unlink's
-        // `eager_release`) outside the loop's panic guard, and a panic would drop the rest
+        // next wheel tick: deciding it here would run user code (the removal's weigher and
+        // `K: Eq`) outside the loop's panic guard, and a panic would drop the rest
         // of the intake.
         // SAFETY: alive as above, and on no wheel list yet.
         unsafe { wheel.insert_later(timer, before.deadline()) };
@@ -582,21 +582,37 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
             // (`Stats::expirations` against `len`). Only the run holding the try-lock writes
             // the total: a load and a store.
             expired_total.store(expired_total.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-            // SAFETY: reached through the wheel while pinned; its value lives until the pin ends.
-            let _ = table.remove(entry, guard, || weights.release(weights.weigh(unsafe { entry.value() })));
-            if let Some(expired) = expired {
-                // SAFETY: reached through the wheel while pinned by `guard`; removed just now
-                // or by a racer after the pin, its value is dropped only after `guard`.
-                expired.push((timer, unsafe { entry.value() }.clone()));
+            // If this mark wins, the janitor is the remover: it takes a leased value no reader
+            // is reading, for the listener (no clone) or to drop now. A call whose mark came
+            // first saw the claim and left the value alone (`Core::remove`), for the clone.
+            let taken = table.remove(entry, guard, || take_after_weighing(entry, weights)).flatten();
+            match expired {
+                Some(expired) => {
+                    // SAFETY: not taken, so its value is dropped only after `guard` (reached
+                    // through the wheel while pinned; removed just now or after the pin).
+                    let value = taken.unwrap_or_else(|| unsafe { entry.value() }.clone());
+                    expired.push((timer, value));
+                }
+                None => reclaim::drop_taken(taken),
             }
         }
         // Claimed dead by a `set_if_absent` that will replace it, unless it panicked first:
         // remove it as garbage (not an expiry); whichever mark wins counts the weight out.
         Claim::Dead => {
-            // SAFETY: as above.
-            let _ = table.remove(entry, guard, || weights.release(weights.weigh(unsafe { entry.value() })));
+            reclaim::drop_taken(table.remove(entry, guard, || take_after_weighing(entry, weights)).flatten());
         }
     }
+}
+
+/// The janitor's settle for an entry its mark removed: count its weight out, then take a
+/// leased value if no reader is in (`crate::lease`).
+fn take_after_weighing<K, V>(entry: &Entry<K, V>, weights: &Weights<V>) -> Option<V> {
+    // SAFETY: the caller reached the entry through the wheel while pinned; its value is
+    // dropped only after the pin, or taken, below, by this call (the janitor marked it).
+    weights.release(weights.weigh(unsafe { entry.value() }));
+    // SAFETY: the janitor marked the entry and has read its value; nobody else reads it
+    // unleased (a `set_if_absent` that claimed it dead does not read it).
+    unsafe { entry.take_value() }
 }
 
 #[cfg(test)]

@@ -74,6 +74,7 @@ mod error;
 mod id;
 mod intake;
 mod janitor;
+mod lease;
 mod life;
 mod reclaim;
 mod rwlock;

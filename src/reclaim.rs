@@ -13,6 +13,10 @@
 //! frees the rest of the entry. So a removed value is released one epoch advance after
 //! its removal, whatever the janitor is doing, and the entry's memory is freed exactly
 //! once. Entries still in the table when it is dropped are freed whole, directly.
+//!
+//! A leased value (a large one, see `crate::lease`) usually does not wait for the epoch:
+//! its remover takes it when no reader is in, and drops it at once ([`drop_taken`]) or
+//! hands it to its caller; the epoch side then finds it taken and drops only the rest.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
@@ -34,6 +38,14 @@ pub(crate) fn drop_panics() -> u64 {
 fn contained(drop: impl FnOnce()) {
     if catch_unwind(AssertUnwindSafe(drop)).is_err() {
         DROP_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Drops a value its remover took out of the entry (`Entry::take_value`), on the spot: a
+/// destructor panic is contained and counted, as for the epoch's deferred drops.
+pub(crate) fn drop_taken<V>(value: Option<V>) {
+    if let Some(value) = value {
+        contained(|| drop(value));
     }
 }
 
@@ -59,9 +71,10 @@ pub(crate) unsafe fn destroy_whole<K, V>(entry: *mut Entry<K, V>) {
     }
 }
 
-/// The epoch side, called once by the thread that unlinked `entry`: drop the value once
-/// no pinned thread can still see it. With `flush`, the thread's epoch bag is flushed so
-/// that this happens within an epoch advance instead of after 64 more retirements.
+/// The epoch side, called once by the thread that unlinked `entry`: drop the value (unless
+/// its remover took it) once no pinned thread can still see it. With `flush`, the thread's
+/// epoch bag is flushed so that this happens within an epoch advance instead of after 64
+/// more retirements.
 ///
 /// # Safety
 /// `entry` was just unlinked from the table by the caller, who is pinned by `guard`.

@@ -461,25 +461,25 @@ fn one_run_decides_each_entry_of_a_slot_by_its_own_state() {
 static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static REENTRANT: std::sync::OnceLock<(ExpiringMap<u64, Arc<u64>>, ManualClock)> = std::sync::OnceLock::new();
 
-/// The map's "is this value large" predicate, which the table asks as it unlinks an entry:
-/// the first time it runs while [`ARMED`], it deletes every key of [`REENTRANT`]. Asked
-/// from inside the janitor's first removal, it removes entries the janitor already holds
-/// ahead (handed out by the wheel, not yet handled) or still has filed.
-fn deleting_is_large(_: &Arc<u64>) -> bool {
+/// The map's weigher, which the janitor asks as it removes an entry (to count its weight
+/// out): the first time it runs while [`ARMED`], it deletes every key of [`REENTRANT`].
+/// Asked from inside the janitor's first removal, it removes entries the janitor already
+/// holds ahead (handed out by the wheel, not yet handled) or still has filed.
+fn deleting_weigher(_: &Arc<u64>) -> usize {
     if ARMED.swap(false, Ordering::SeqCst) {
         let (map, _) = REENTRANT.get().expect("armed only once the map exists");
         for key in 0..1000 {
             map.delete(&key);
         }
     }
-    false
+    1
 }
 
 #[test]
 fn entries_removed_while_the_janitor_holds_them_ahead_are_left_to_their_remover() {
     let (map, clock) = REENTRANT.get_or_init(|| {
         let clock = ManualClock::new();
-        let map = Builder::new(TICK, EXPIRE).clock(clock.clone()).manual().eager_release(deleting_is_large).build();
+        let map = Builder::new(TICK, EXPIRE).clock(clock.clone()).manual().weigher(deleting_weigher).build();
         (map.expect("valid durations"), clock)
     });
     let value = Arc::new(0);
@@ -570,8 +570,8 @@ fn panicking_is_large(_: &u64) -> bool {
 
 #[test]
 fn a_panicking_eager_release_predicate_counts_as_no_and_expiry_completes() {
-    // The predicate is a hint asked as each entry is unlinked: a panic there must neither
-    // end a run nor reach the callers whose searches unlink the entry.
+    // The predicate is a hint asked as each value is stored: a panic there counts as "not
+    // large" and reaches nobody; the entries stored meanwhile expire as any others.
     let clock = ManualClock::new();
     let map = Builder::<u64, u64>::new(TICK, EXPIRE)
         .clock(clock.clone())
@@ -579,11 +579,15 @@ fn a_panicking_eager_release_predicate_counts_as_no_and_expiry_completes() {
         .eager_release(panicking_is_large)
         .build()
         .expect("valid durations");
-    for key in 0..100 {
+    for key in 0..50 {
+        map.set(key, key);
+    }
+    PREDICATE_PANICS.store(true, Ordering::SeqCst);
+    for key in 50..100 {
         map.set(key, key);
     }
     map.run_janitor();
-    PREDICATE_PANICS.store(true, Ordering::SeqCst);
+    assert_eq!(map.len(), 100, "every set stored, the predicate's panic contained");
     assert!(map.delete(&0) && map.fetch_and_delete(&1) == Some(1));
     map.set(2, 20); // replaces, and unlinks the old entry
     advance_to(&clock, ms(1020));

@@ -350,7 +350,7 @@ fn id(n: u64) -> BufferId {
 fn large_payloads_removed_by_a_thread_that_is_still_running_are_freed_within_two_ticks() {
     isolated(|| {
         // The known limitation (values in a still-running thread's epoch bag) does not apply
-        // to large `DownloadBuffer` payloads: their remover flushes its bag (eager release).
+        // to `DownloadBuffer` payloads: they are leased, and their remover frees them at once.
         const N: u64 = 32;
         let (buffer, clock) = manual_buffer(ms(100), Duration::from_secs(3600));
         buffer.set(id(u64::MAX), Bytes::new()); // registers this thread with the epoch

@@ -201,3 +201,48 @@ fn large_removed_values_are_released_without_the_janitor() {
         assert!(grown < LIMIT, "heap grew by {:.2} MiB: removed 64 KiB values are held", mib(grown));
     })
 }
+
+#[test]
+fn a_consumed_payload_is_freed_when_its_consumer_drops_it() {
+    isolated(|| {
+        // A `DownloadBuffer` leases its values: `fetch_and_delete` hands over the stored
+        // payload itself, so dropping it frees the memory on the spot (no epoch advance, no
+        // janitor run). Only the entries' small shells wait, for the janitor.
+        const ROUNDS: u64 = 100;
+        const PAYLOAD: usize = 1 << 20;
+        const SHELL_ALLOWANCE: isize = 512;
+        let (buffer, _clock) = manual_buffer(ms(100), Duration::from_secs(3600));
+        buffer.set(id(u64::MAX), Bytes::new()); // registers this thread with the epoch
+        let before = heap();
+        let mut highest = 0isize;
+        for round in 0..ROUNDS {
+            let key = id(round);
+            buffer.set(key, Bytes::from(vec![round as u8; PAYLOAD]));
+            let data = buffer.fetch_and_delete(&key).expect("present");
+            assert_eq!(data.len(), PAYLOAD);
+            drop(data);
+            highest = highest.max(heap() - before);
+        }
+        println!(
+            "consumed payloads: {ROUNDS} x 1 MiB set, fetched and dropped: heap at most +{highest} bytes after a round"
+        );
+        let allowed = ROUNDS as isize * SHELL_ALLOWANCE;
+        assert!(
+            highest <= allowed,
+            "heap +{highest} bytes after a round (allowed {allowed}): a consumed payload lingers"
+        );
+        // The shells go too, once the janitor has taken them and the epoch has moved on (what
+        // stays is the table's growth: its bucket segments, about 200 bytes).
+        const TABLE_GROWTH: isize = 1024;
+        let runs = (1..=100).find(|_| {
+            buffer.run_janitor();
+            heap() - before <= TABLE_GROWTH
+        });
+        assert!(
+            runs.is_some(),
+            "heap still +{} bytes ({} blocks) after 100 janitor runs",
+            heap() - before,
+            counting_alloc::live_blocks()
+        );
+    })
+}

@@ -228,6 +228,82 @@ fn removed_values_are_dropped_within_a_janitor_run() {
     })
 }
 
+/// A manual-mode map whose values are all leased (`Builder::eager_release`), on a clock the
+/// test moves, with an expiry listener that hands each expired value to `heard` if given.
+fn leased_map(heard: Option<mpsc::Sender<Tracked>>) -> (ExpiringMap<u64, Tracked>, ManualClock) {
+    let clock = ManualClock::new();
+    let mut builder = Builder::new(ms(100), ms(1000)).clock(clock.clone()).manual().eager_release(|_| true);
+    if let Some(heard) = heard {
+        let heard = std::sync::Mutex::new(heard);
+        builder = builder.on_expire(move |_, value: &Tracked| {
+            // Counted as a clone: the listener's own copy, made from the value it is lent.
+            let _ = heard.lock().unwrap().send(value.clone());
+        });
+    }
+    (builder.build().expect("valid durations"), clock)
+}
+
+#[test]
+fn leased_values_are_dropped_by_their_remover_at_once_and_handed_over_without_a_clone() {
+    isolated(|| {
+        let ledger = Ledger::new(1_000);
+        let (map, clock) = leased_map(None);
+        for key in 0..10 {
+            map.set(key, ledger.value(key));
+        }
+        map.run_janitor();
+        assert_eq!(ledger.live(), 10);
+        // No janitor run and no epoch flush from here on: each removal frees on the spot.
+        assert!(map.delete(&0));
+        assert_eq!(ledger.live(), 9, "a deleted leased value waits");
+        let fetched = map.fetch_and_delete(&1).expect("present");
+        fetched.assert_intact(1);
+        assert_eq!(ledger.cloned.load(Ordering::SeqCst), 0, "fetch_and_delete cloned a leased value");
+        assert_eq!(ledger.live(), 9, "8 stored and the fetched one");
+        drop(fetched);
+        assert_eq!(ledger.live(), 8, "the fetched value was the stored one: nothing else left");
+        map.set(2, ledger.value(2)); // replaces
+        assert_eq!(ledger.live(), 8, "a replaced leased value waits");
+        map.retain(|key, _| *key != 3);
+        assert_eq!(ledger.live(), 7, "a value `retain` removed waits");
+        let got = map.get(&4).expect("present");
+        got.assert_intact(4);
+        drop(got);
+        assert_eq!(ledger.live(), 7, "a get's clone is dropped with it");
+        // Expiry: the janitor run that removes them drops them.
+        clock.advance(ms(1200));
+        let run = map.run_janitor();
+        assert_eq!((run.expired, map.len()), (7, 0), "{run:?}");
+        assert_eq!(ledger.live(), 0, "the expiring run left leased values behind");
+        drop(map);
+        ledger.assert_each_dropped_once();
+    })
+}
+
+#[test]
+fn the_expiry_listener_is_lent_a_leased_value_it_can_clone() {
+    isolated(|| {
+        let ledger = Ledger::new(1_000);
+        let (heard, hear) = mpsc::channel();
+        let (map, clock) = leased_map(Some(heard));
+        for key in 0..5 {
+            map.set(key, ledger.value(key));
+        }
+        map.run_janitor();
+        clock.advance(ms(1200));
+        assert_eq!(map.run_janitor().expired, 5);
+        let mut keys: Vec<u64> = hear.try_iter().map(|value| value.key).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, [0, 1, 2, 3, 4]);
+        // One clone each, the listener's; the stored values moved to the listener's list
+        // and were dropped after it returned.
+        assert_eq!(ledger.cloned.load(Ordering::SeqCst), 5);
+        assert_eq!(ledger.live(), 0);
+        drop(map);
+        ledger.assert_each_dropped_once();
+    })
+}
+
 #[test]
 fn removed_values_are_dropped_once_the_epoch_moves_without_a_janitor_run() {
     isolated(|| {
@@ -514,11 +590,27 @@ fn panicking_drops_on_the_janitor_thread_do_not_stop_it() {
 
 #[test]
 fn four_threads_with_a_janitor_thread_drop_every_value_exactly_once() {
-    isolated(|| {
+    four_threads_drop_every_value_exactly_once(false)
+}
+
+#[test]
+fn four_threads_with_leased_values_drop_every_value_exactly_once() {
+    // Readers lease each value while they clone it, and its remover takes it when none is
+    // in: gets, fetch_and_deletes, deletes, replacing sets and expiries race on 256 keys.
+    four_threads_drop_every_value_exactly_once(true)
+}
+
+/// Four threads set, get, delete and fetch_and_delete on 256 keys for a second, with a
+/// janitor thread expiring them (tick 1 ms, expire 5 ms); then every entry expires and every
+/// value is dropped exactly once, intact. `leased`: every value leased.
+fn four_threads_drop_every_value_exactly_once(leased: bool) {
+    isolated(move || {
         const KEYS: u64 = 256;
-        const TRACKED: usize = 24 << 20;
+        const TRACKED: usize = 12 << 20;
         let ledger = Ledger::new(TRACKED);
-        let map: Arc<ExpiringMap<u64, Tracked>> = Arc::new(ExpiringMap::new(ms(1), ms(5)).unwrap());
+        let is_large: fn(&Tracked) -> bool = if leased { |_| true } else { |_| false };
+        let map: Arc<ExpiringMap<u64, Tracked>> =
+            Arc::new(Builder::new(ms(1), ms(5)).eager_release(is_large).build().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
         let hits = Arc::new(AtomicU64::new(0));
@@ -573,7 +665,7 @@ fn four_threads_with_a_janitor_thread_drop_every_value_exactly_once() {
         let start = Instant::now();
         let flushes = flushes_until_live(&ledger, 0, 10_000);
         println!(
-            "stress: {} ops, {} hits, {} values made, {held} held when the workers stopped, none at drop; {} \
+            "stress (leased {leased}): {} ops, {} hits, {} values made, {held} held when the workers stopped, none at drop; {} \
              expired by the janitor in {} runs; \
              live right after drop: {live_after_drop} (0 after {flushes} more epoch flushes, {:?})",
             ops.load(Ordering::Relaxed),

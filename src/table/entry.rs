@@ -3,6 +3,7 @@
 use std::mem::ManuallyDrop;
 use std::ptr::{self, NonNull};
 
+use crate::lease::Lease;
 use crate::life::Life;
 use crate::sync::{AtomicPtr, Ordering, UnsafeCell};
 use crate::wheel::{Timer, TimerLinks};
@@ -77,11 +78,14 @@ pub(crate) struct Entry<K, V> {
     pub(crate) intake_next: AtomicPtr<Entry<K, V>>,
     /// The wheel's links; only the janitor touches them.
     timer: UnsafeCell<TimerLinks<Entry<K, V>>>,
+    /// Who may still read a large value (see [`crate::lease`]). Last: it fills the 4 bytes
+    /// after the (4-aligned) wheel links, where padding would be otherwise.
+    pub(crate) lease: Lease,
 }
 
 impl<K, V> Entry<K, V> {
     /// A new, unpublished entry.
-    pub(crate) fn new(so_key: u64, key: K, value: V, life: Life) -> Entry<K, V> {
+    pub(crate) fn new(so_key: u64, key: K, value: V, life: Life, leased: bool) -> Entry<K, V> {
         Entry {
             link: Link::new(so_key),
             life,
@@ -89,6 +93,7 @@ impl<K, V> Entry<K, V> {
             value: UnsafeCell::new(ManuallyDrop::new(value)),
             intake_next: AtomicPtr::new(ptr::null_mut()),
             timer: UnsafeCell::new(TimerLinks::new()),
+            lease: Lease::new(leased),
         }
     }
 
@@ -104,14 +109,35 @@ impl<K, V> Entry<K, V> {
         self.value.with(|value| unsafe { &**value })
     }
 
-    /// Drops the value in place.
+    /// Drops the value in place, unless its remover took it ([`Entry::take_value`]).
     ///
     /// # Safety
-    /// Called once, when no thread can reach the entry's value any more.
+    /// Called once, when no thread can reach the entry's value any more, and after the
+    /// take, if there was one (a grace period after the unlink, or with `&mut` on the table).
     pub(crate) unsafe fn drop_value(&self) {
+        if self.lease.is_taken() {
+            return;
+        }
         // SAFETY: per the caller's contract, nobody else accesses the value, and it is
-        // dropped only once.
+        // dropped only once; not taken, so it is still here.
         self.value.with_mut(|value| unsafe { ManuallyDrop::drop(&mut *value) })
+    }
+
+    /// Moves the value out if it is leased and no reader is in (see [`crate::lease`]):
+    /// then nobody reads it again and the epoch's deferred drop leaves it alone.
+    ///
+    /// # Safety
+    /// The caller marked the entry (it is its remover) and is done reading the value; each
+    /// entry gets this call at most once, and only if no other party may read the value
+    /// unleased afterwards (the janitor reads an entry it claimed unleased: a remover whose
+    /// settle found the entry claimed does not take).
+    pub(crate) unsafe fn take_value(&self) -> Option<V> {
+        if !self.lease.take() {
+            return None;
+        }
+        // SAFETY: the take shut every reader out and was the only one; `drop_value` sees
+        // `TAKEN` and does not drop the value again.
+        Some(self.value.with_mut(|value| unsafe { ManuallyDrop::take(&mut *value) }))
     }
 
     /// The entry whose link `link` is.

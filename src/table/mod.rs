@@ -92,8 +92,6 @@ pub(crate) struct Table<K, V, S> {
     unlinked: Intake<K, V>,
     /// Set when the janitor has stopped for good: unlinkers then let go for it.
     janitor_gone: AtomicBool,
-    /// Whether a removed value is worth flushing the epoch bag for (a large payload).
-    eager_release: fn(&V) -> bool,
 }
 
 // SAFETY: the table owns its nodes (keys and values) and shares them between threads:
@@ -111,7 +109,6 @@ where
     pub(crate) fn new(
         buckets: usize,
         hasher: S,
-        eager_release: fn(&V) -> bool,
         bell: Option<std::sync::Arc<crate::doorbell::Doorbell>>,
     ) -> Table<K, V, S> {
         let directory = Directory::new(buckets);
@@ -126,7 +123,6 @@ where
             len: Counter::new(),
             unlinked: Intake::new(bell),
             janitor_gone: AtomicBool::new(false),
-            eager_release,
         }
     }
 
@@ -402,17 +398,12 @@ where
         let entry = curr.cast::<Entry<K, V>>();
         // SAFETY: `curr` was reachable while the guard is pinned; only entries are removed.
         let node = unsafe { &*entry };
-        // Asked before the CAS, and a panic counts as "no": the predicate is a hint, and a
-        // panic that escaped here would end the search of whichever call passed the node
-        // (every later one, if the predicate panics again).
-        let is_large = std::panic::AssertUnwindSafe(|| {
-            // SAFETY: we are pinned and the value is dropped only after an unlink.
-            (self.eager_release)(unsafe { node.value() })
-        });
-        let flush = std::panic::catch_unwind(is_large).unwrap_or(false);
         if pred.next.compare_exchange(curr, succ, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return false;
         }
+        // A leased value its remover could not take (a reader was in) waits for the epoch:
+        // flush, so that the payload goes within an epoch advance, not 64 retirements later.
+        let flush = node.lease.waits_for_epoch();
         // SAFETY: we just unlinked the entry and are pinned by `guard`.
         unsafe { release_value_later(entry, guard, flush) };
         if !node.life.unlink().is_taken() {
@@ -562,9 +553,10 @@ impl<K, V, S> Drop for Table<K, V, S> {
     }
 }
 
-/// Makes an unpublished entry for `key` with `hash` and initial `life` word.
-pub(crate) fn new_entry<K, V>(key: K, value: V, hash: u64, life: Life) -> *mut Entry<K, V> {
-    Box::into_raw(Box::new(Entry::new(entry_key(hash), key, value, life)))
+/// Makes an unpublished entry for `key` with `hash` and initial `life` word; `leased` if
+/// its readers count themselves in (a large value, see `crate::lease`).
+pub(crate) fn new_entry<K, V>(key: K, value: V, hash: u64, life: Life, leased: bool) -> *mut Entry<K, V> {
+    Box::into_raw(Box::new(Entry::new(entry_key(hash), key, value, life, leased)))
 }
 
 #[cfg(test)]

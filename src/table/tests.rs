@@ -42,7 +42,7 @@ fn set_untaken<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64)
 
 fn insert_with_life<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64, value: u64, taken: bool) -> bool {
     let guard = epoch::pin();
-    let entry = new_entry(key, value, table.hash(&key), Life::new(0, taken));
+    let entry = new_entry(key, value, table.hash(&key), Life::new(0, taken), false);
     // SAFETY: a fresh, unpublished entry keyed with the table's hash.
     match unsafe { table.insert(entry, &guard, |_| true) } {
         Inserted::Replaced(old) => {
@@ -82,7 +82,7 @@ fn janitor_table<S>(hasher: S) -> Table<u64, u64, S>
 where
     S: BuildHasher,
 {
-    Table::new(2, hasher, |_| false, None)
+    Table::new(2, hasher, None)
 }
 
 #[test]

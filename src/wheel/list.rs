@@ -15,7 +15,10 @@ pub(crate) type ListId = u32;
 pub(crate) const NOT_FILED: ListId = u32::MAX;
 
 /// The wheel's links inside a timer. Only the wheel's owner (the janitor) touches them.
-#[derive(Debug)]
+///
+/// Packed to 4-byte alignment (20 bytes, not 24): the timer can put a 4-byte field right
+/// after them instead of padding. Only ever copied whole, never borrowed field by field.
+#[repr(C, packed(4))]
 pub(crate) struct TimerLinks<T> {
     prev: Option<NonNull<T>>,
     next: Option<NonNull<T>>,
@@ -30,6 +33,13 @@ impl<T> Clone for TimerLinks<T> {
 }
 
 impl<T> Copy for TimerLinks<T> {}
+
+impl<T> std::fmt::Debug for TimerLinks<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let TimerLinks { prev, next, list } = *self;
+        f.debug_struct("TimerLinks").field("prev", &prev).field("next", &next).field("list", &list).finish()
+    }
+}
 
 impl<T> TimerLinks<T> {
     pub(crate) const fn new() -> TimerLinks<T> {
