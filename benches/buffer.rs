@@ -1,5 +1,7 @@
 //! Criterion benchmarks: `DownloadBuffer` (lock-free) against `RwLockBuffer` (the reference
 //! design), with an unsynchronized `HashMap` as the single-thread floor where it applies.
+//! The get-hit, pipeline and large-payload groups also run the peers: papaya (a lock-free map
+//! without expiry) and moka (time-to-idle), so that every target is a ratio in one run.
 //!
 //! Multi-thread cases run N threads that each do `iters / N` operations and report the wall
 //! time, so the throughput Criterion prints is the aggregate. This machine has 2 cores: the
@@ -29,6 +31,66 @@ fn id(n: u64) -> BufferId {
     BufferId { handle: ChunkHandle(n as i64), timestamp: (n as i64).wrapping_mul(0x9E37_79B9) }
 }
 
+/// What the peer groups need of a store: the pipeline's three calls.
+trait Store: Send + Sync {
+    fn set(&self, id: BufferId, data: Bytes);
+    fn get(&self, id: &BufferId) -> Option<Bytes>;
+    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes>;
+}
+
+impl<B: Buffer + ?Sized> Store for B {
+    fn set(&self, id: BufferId, data: Bytes) {
+        Buffer::set(self, id, data)
+    }
+    fn get(&self, id: &BufferId) -> Option<Bytes> {
+        Buffer::get(self, id)
+    }
+    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes> {
+        Buffer::fetch_and_delete(self, id).ok()
+    }
+}
+
+/// papaya 0.2: a lock-free hash table, no expiry at all.
+struct Papaya(papaya::HashMap<BufferId, Bytes, ahash::RandomState>);
+
+impl Store for Papaya {
+    fn set(&self, id: BufferId, data: Bytes) {
+        self.0.pin().insert(id, data);
+    }
+    fn get(&self, id: &BufferId) -> Option<Bytes> {
+        self.0.pin().get(id).cloned()
+    }
+    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes> {
+        self.0.pin().remove(id).cloned()
+    }
+}
+
+/// moka 0.12, time-to-idle: the concurrent cache with expiry.
+struct Moka(moka::sync::Cache<BufferId, Bytes, ahash::RandomState>);
+
+impl Store for Moka {
+    fn set(&self, id: BufferId, data: Bytes) {
+        self.0.insert(id, data);
+    }
+    fn get(&self, id: &BufferId) -> Option<Bytes> {
+        self.0.get(id)
+    }
+    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes> {
+        self.0.remove(id)
+    }
+}
+
+/// Ours and the peers, by name.
+fn stores() -> Vec<(&'static str, Arc<dyn Store>)> {
+    let moka = moka::sync::Cache::builder().time_to_idle(EXPIRE).build_with_hasher(ahash::RandomState::new());
+    vec![
+        ("lockfree", Arc::new(DownloadBuffer::new(TICK, EXPIRE).unwrap())),
+        ("rwlock", Arc::new(RwLockBuffer::new(TICK, EXPIRE).unwrap())),
+        ("papaya", Arc::new(Papaya(papaya::HashMap::with_hasher(ahash::RandomState::new())))),
+        ("moka", Arc::new(Moka(moka))),
+    ]
+}
+
 /// The implementations under test, by name.
 fn implementations() -> Vec<(&'static str, Arc<dyn Buffer>)> {
     vec![
@@ -37,7 +99,7 @@ fn implementations() -> Vec<(&'static str, Arc<dyn Buffer>)> {
     ]
 }
 
-fn fill(buffer: &dyn Buffer, resident: u64) {
+fn fill(buffer: &(impl Store + ?Sized), resident: u64) {
     for n in 0..resident {
         buffer.set(id(n), Bytes::new());
     }
@@ -68,10 +130,11 @@ fn run_threads(threads: usize, iters: u64, op: Arc<dyn Fn(usize, u64) + Send + S
 }
 
 /// Benchmarks `op(buffer, thread, i)` on `buffer` at every thread count in [`THREADS`].
-fn bench_threads<M, F>(group: &mut BenchmarkGroup<'_, M>, name: &str, buffer: &Arc<dyn Buffer>, op: F)
+fn bench_threads<M, B, F>(group: &mut BenchmarkGroup<'_, M>, name: &str, buffer: &Arc<B>, op: F)
 where
     M: criterion::measurement::Measurement<Value = Duration>,
-    F: Fn(&dyn Buffer, usize, u64) + Copy + Send + Sync + 'static,
+    B: ?Sized + Send + Sync + 'static,
+    F: Fn(&B, usize, u64) + Copy + Send + Sync + 'static,
 {
     for threads in THREADS {
         group.bench_function(BenchmarkId::new(name, threads), |b| {
@@ -105,9 +168,9 @@ fn get_hit(c: &mut Criterion) {
                 black_box(floor.get(&id(pick(0, i, resident))).cloned())
             })
         });
-        for (name, buffer) in implementations() {
+        for (name, buffer) in stores() {
             fill(&*buffer, resident);
-            bench_threads(&mut group, name, &buffer, move |buffer, t, i| {
+            bench_threads(&mut group, name, &buffer, move |buffer: &(dyn Store + 'static), t, i| {
                 black_box(buffer.get(&id(pick(t, i, resident))));
             });
         }
@@ -135,7 +198,7 @@ fn pipeline(c: &mut Criterion) {
             })
         });
     }
-    for (name, buffer) in implementations() {
+    for (name, buffer) in stores() {
         for threads in THREADS {
             let payload = payload.clone();
             group.bench_function(BenchmarkId::new(name, threads), |b| {
@@ -154,7 +217,7 @@ fn pipeline(c: &mut Criterion) {
                             buffer.set(key, payload.clone());
                             black_box(buffer.get(&key));
                             black_box(buffer.get(&key));
-                            black_box(buffer.fetch_and_delete(&key).ok());
+                            black_box(buffer.fetch_and_delete(&key));
                         }),
                     )
                 })
@@ -334,5 +397,35 @@ fn len(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, get_hit, pipeline, features, mix_90_10, janitor_tick, expire_1m, len);
+/// The chunkserver's real case, on 4 threads: each sets a fresh `size`-byte value under a
+/// new id and takes it back with `fetch_and_delete` (then drops it). Throughput in rounds.
+fn large_values(c: &mut Criterion) {
+    const THREADS: usize = 4;
+    for size in [16 << 10, 64 << 10, 1 << 20] {
+        let mut group = c.benchmark_group(format!("consume_{}KiB", size >> 10));
+        group.throughput(Throughput::Elements(1)).sample_size(10).measurement_time(Duration::from_secs(2));
+        for (name, buffer) in stores() {
+            let round = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            group.bench_function(BenchmarkId::new(name, THREADS), |b| {
+                b.iter_custom(|iters| {
+                    let buffer = Arc::clone(&buffer);
+                    let base = round.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 40;
+                    run_threads(
+                        THREADS,
+                        iters,
+                        Arc::new(move |t, i| {
+                            let key = id(base | (t as u64) << 32 | i);
+                            buffer.set(key, Bytes::from(vec![t as u8 | 1; size]));
+                            let data = buffer.fetch_and_delete(&key);
+                            assert_eq!(data.map(|data| data.len()), Some(size));
+                        }),
+                    )
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, get_hit, pipeline, large_values, features, mix_90_10, janitor_tick, expire_1m, len);
 criterion_main!(benches);

@@ -30,6 +30,7 @@ declare -A CATCHER=(
     [budget_check_then_add]=budget
     [ring_checks_by_load]=lib:loom_
     [take_ignores_readers]=delete_get
+    [take_after_claim]=janitor_remove
 )
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && mapfile -t variants < <(printf "%s\n" "${!CATCHER[@]}" | sort)

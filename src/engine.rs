@@ -19,7 +19,7 @@ use crate::error::require_nonzero;
 use crate::intake::Intake;
 use crate::janitor::{Janitor, JanitorRun, JanitorStats, Listener, Parts};
 use crate::life::{Life, Touch};
-use crate::reclaim::{destroy_whole, drop_taken, release_janitor_hold};
+use crate::reclaim::{destroy_whole, release_janitor_hold, Taken};
 use crate::scheduler::{self, Registration};
 use crate::stats::{Stats, Tally};
 use crate::sync::epoch::{self, Guard};
@@ -256,7 +256,7 @@ where
     /// present throughout the call, and maybe about entries stored while it runs; a value
     /// replaced while it runs may be asked about in its old or its new version, and a
     /// replacement that lands after `keep` was asked stays. `keep` runs on the calling
-    /// thread with the epoch pinned (no memory is reclaimed meanwhile): keep it short. A
+    /// thread with the epoch pinned (no removed value waiting for the epoch is freed meanwhile): keep it short. A
     /// panic in it propagates, leaving the map consistent. Not counted as removals.
     pub fn retain(&self, keep: impl FnMut(&K, &V) -> bool) {
         self.core.retain(keep)
@@ -383,7 +383,7 @@ where
         self.weights.release(self.weight_of(old).saturating_sub(keep));
         if !old.life.load().is_expired() {
             // SAFETY: this call's replacing CAS marked `old`, and it is done reading it.
-            drop_taken(unsafe { old.take_value() });
+            drop(Taken::new(unsafe { old.take_value() }));
         }
         self.table.unlink_replaced(replaced, guard);
     }
@@ -544,19 +544,22 @@ where
     /// settles its fate with the janitor (`Life::settle_removal`). A leased value this call
     /// removed is taken if no reader is in (not if the janitor claimed the entry first: it
     /// reads the value for the listener) and comes back in [`Removed::Ours`]; the caller
-    /// returns it or drops it with `drop_taken`.
+    /// returns it or drops it (`Taken` drops it, panic-safe, also on an unwinding).
     fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> Removed<V> {
         let settled = self.table.remove(entry, guard, || {
             let expired = entry.life.settle_removal();
             self.release_weight(entry);
             // SAFETY: this call marked the entry, and has read its value (the weight) already.
-            let taken = if expired { None } else { unsafe { entry.take_value() } };
+            let take = !expired || cfg!(loom_broken = "take_after_claim");
+            // Broken on purpose under `loom_broken = "take_after_claim"`: taken although the
+            // janitor claimed it first and will clone it for the listener.
+            let taken = Taken::new(if take { unsafe { entry.take_value() } } else { None });
             (expired, taken)
         });
         match settled {
             None => Removed::Lost,
             Some((true, _)) => Removed::Expired,
-            Some((false, taken)) => Removed::Ours(taken),
+            Some((false, taken)) => Removed::Ours(taken.into_inner()),
         }
     }
 
@@ -594,7 +597,7 @@ where
                 // An expired entry is removed all the same (it is garbage), but it was not
                 // live; nor if the janitor's claim came first (it reports the expiry).
                 Removed::Ours(taken) => {
-                    drop_taken(taken);
+                    drop(Taken::new(taken));
                     if live {
                         self.tally.removal();
                     }
@@ -664,7 +667,7 @@ where
                 // Lost to a racing remover or replacer, or claimed by the janitor first (then
                 // an expiry): gone anyway.
                 if let Removed::Ours(taken) = self.remove(entry, &guard) {
-                    drop_taken(taken);
+                    drop(Taken::new(taken));
                 }
             }
         });

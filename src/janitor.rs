@@ -30,7 +30,7 @@ use std::ptr::NonNull;
 use crate::clock::{TimeScale, TimeSource};
 use crate::intake::Intake;
 use crate::life::Claim;
-use crate::reclaim::{self, release_janitor_hold};
+use crate::reclaim::{self, release_janitor_hold, Taken};
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{fence, prefetch, AtomicBool, AtomicU64, Ordering, UnsafeCell};
 use crate::table::{Entry, Removal, Table};
@@ -298,8 +298,8 @@ where
         let mut expired = on_expire.map(|_| Expired::new());
         let mut stop_popping = false;
         let mut out_of_time = false;
-        // Caught so that a panic from user code here (the eager-release predicate, asked as
-        // the janitor unlinks; a custom clock) strands none of the entries held ahead: off
+        // Caught so that a panic from user code here (the weigher and a key's `Eq`, asked as
+        // the janitor removes an entry; a custom clock) strands none of the entries held ahead: off
         // the wheel, they would never be expired. The janitor thread contains the panic
         // anyway; a manual caller sees it re-raised below.
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
@@ -545,8 +545,9 @@ fn take_unlinked<K, V, S>(wheel: &mut Wheel<Entry<K, V>>, table: &Table<K, V, S>
 
 /// Step 4 for one handed-out timer: file it again if a touch moved its deadline past
 /// `now`, claim and remove it if it is due, leave it unfiled if it was removed meanwhile.
-/// An expired entry's value is cloned for the listener, if there is one (after the removal:
-/// a panicking `clone` then strands nothing; the value lives until this run unpins).
+/// An expired entry's value goes to the listener, if there is one: moved, if this run's
+/// removal took it (a leased value no reader was in), else cloned after the removal (a
+/// panicking `clone` then strands nothing; the value lives until this run unpins).
 ///
 /// # Safety
 /// `timer` is a live entry on no wheel list; the caller holds the janitor's try-lock.
@@ -585,34 +586,31 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
             // If this mark wins, the janitor is the remover: it takes a leased value no reader
             // is reading, for the listener (no clone) or to drop now. A call whose mark came
             // first saw the claim and left the value alone (`Core::remove`), for the clone.
-            let taken = table.remove(entry, guard, || take_after_weighing(entry, weights)).flatten();
-            match expired {
-                Some(expired) => {
-                    // SAFETY: not taken, so its value is dropped only after `guard` (reached
-                    // through the wheel while pinned; removed just now or after the pin).
-                    let value = taken.unwrap_or_else(|| unsafe { entry.value() }.clone());
-                    expired.push((timer, value));
-                }
-                None => reclaim::drop_taken(taken),
+            let taken = table.remove(entry, guard, || take_after_weighing(entry, weights));
+            if let Some(expired) = expired {
+                // SAFETY: not taken, so its value is dropped only after `guard` (reached
+                // through the wheel while pinned; removed just now or after the pin).
+                let value = taken.and_then(Taken::into_inner).unwrap_or_else(|| unsafe { entry.value() }.clone());
+                expired.push((timer, value));
             }
         }
         // Claimed dead by a `set_if_absent` that will replace it, unless it panicked first:
         // remove it as garbage (not an expiry); whichever mark wins counts the weight out.
         Claim::Dead => {
-            reclaim::drop_taken(table.remove(entry, guard, || take_after_weighing(entry, weights)).flatten());
+            drop(table.remove(entry, guard, || take_after_weighing(entry, weights)));
         }
     }
 }
 
 /// The janitor's settle for an entry its mark removed: count its weight out, then take a
 /// leased value if no reader is in (`crate::lease`).
-fn take_after_weighing<K, V>(entry: &Entry<K, V>, weights: &Weights<V>) -> Option<V> {
+fn take_after_weighing<K, V>(entry: &Entry<K, V>, weights: &Weights<V>) -> Taken<V> {
     // SAFETY: the caller reached the entry through the wheel while pinned; its value is
     // dropped only after the pin, or taken, below, by this call (the janitor marked it).
     weights.release(weights.weigh(unsafe { entry.value() }));
     // SAFETY: the janitor marked the entry and has read its value; nobody else reads it
     // unleased (a `set_if_absent` that claimed it dead does not read it).
-    unsafe { entry.take_value() }
+    Taken::new(unsafe { entry.take_value() })
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! once. Entries still in the table when it is dropped are freed whole, directly.
 //!
 //! A leased value (a large one, see `crate::lease`) usually does not wait for the epoch:
-//! its remover takes it when no reader is in, and drops it at once ([`drop_taken`]) or
+//! its remover takes it when no reader is in, and drops it at once ([`Taken`]) or
 //! hands it to its caller; the epoch side then finds it taken and drops only the rest.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -41,11 +41,28 @@ fn contained(drop: impl FnOnce()) {
     }
 }
 
-/// Drops a value its remover took out of the entry (`Entry::take_value`), on the spot: a
-/// destructor panic is contained and counted, as for the epoch's deferred drops.
-pub(crate) fn drop_taken<V>(value: Option<V>) {
-    if let Some(value) = value {
-        contained(|| drop(value));
+/// A value its remover took out of the entry (`Entry::take_value`), if it took one. Dropped
+/// on the spot, with a destructor panic contained and counted as for the epoch's deferred
+/// drops, also when it is dropped by an unwinding (a panicking `K: Eq` in the unlinking
+/// search after the take): a second panic there would abort the process.
+pub(crate) struct Taken<V>(Option<V>);
+
+impl<V> Taken<V> {
+    pub(crate) fn new(value: Option<V>) -> Taken<V> {
+        Taken(value)
+    }
+
+    /// The value, for a caller that hands it on (`fetch_and_delete`, the listener's list).
+    pub(crate) fn into_inner(mut self) -> Option<V> {
+        self.0.take()
+    }
+}
+
+impl<V> Drop for Taken<V> {
+    fn drop(&mut self) {
+        if let Some(value) = self.0.take() {
+            contained(|| drop(value));
+        }
     }
 }
 

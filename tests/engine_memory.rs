@@ -174,7 +174,7 @@ fn heap_stays_steady_under_a_long_pipeline() {
 fn large_removed_values_are_released_without_the_janitor() {
     isolated(|| {
         // 10_000 values of 64 KiB (640 MiB in all) set and fetched; the janitor never runs, so
-        // only the eager epoch flush of large values can free them.
+        // only their removers can free them (leased: `fetch_and_delete` hands the payload over).
         const ROUNDS: u64 = 10_000;
         const LIMIT: isize = 8 << 20;
         let (buffer, _clock) = manual_buffer(ms(100), Duration::from_secs(3600));

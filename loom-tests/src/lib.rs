@@ -90,15 +90,20 @@ pub struct Counts {
 impl Counts {
     /// Values alive now.
     pub fn alive(&self) -> usize {
-        self.made.load(Ordering::SeqCst) - self.dropped.load(Ordering::SeqCst)
+        let (made, dropped) = (self.made.load(Ordering::SeqCst), self.dropped.load(Ordering::SeqCst));
+        assert!(dropped <= made, "{dropped} drops of {made} values");
+        made - dropped
     }
 }
 
 /// A payload loom can see: its bytes live in a loom `UnsafeCell`, read by `clone` and
 /// written by `drop`, so a clone racing a drop (a use after free in the engine) is a
-/// causality violation loom reports, and a clone after the drop reads the poison.
+/// causality violation loom reports, and a clone after the drop reads the poison. The cell
+/// is behind a pointer, as a real payload's bytes are: a value moved out of an entry (a
+/// remover's take) shares it with the bits left behind, so a drop of those, or a read of
+/// them after the move's drop, hits the poison too.
 pub struct Tracked {
-    payload: UnsafeCell<u64>,
+    payload: Arc<UnsafeCell<u64>>,
     counts: Arc<Counts>,
 }
 
@@ -106,13 +111,16 @@ pub struct Tracked {
 // a read racing the drop is exactly the engine bug these models look for, and loom
 // reports it as a causality violation.
 unsafe impl Sync for Tracked {}
+// SAFETY: as for `Sync`: the shared cell (behind the `Arc`) is accessed only as above, and
+// moving a `Tracked` to another thread moves its sole handle on the cell (a clone has its own).
+unsafe impl Send for Tracked {}
 
 const POISON: u64 = 0xDEAD;
 
 impl Tracked {
     pub fn new(value: u64, counts: &Arc<Counts>) -> Tracked {
         counts.made.fetch_add(1, Ordering::SeqCst);
-        let payload = UnsafeCell::new(POISON);
+        let payload = Arc::new(UnsafeCell::new(POISON));
         // A tracked write: a reader on another thread that sees this value without a
         // happens-before edge to here (an entry published without Release) is a causality
         // violation for loom.
@@ -149,8 +157,10 @@ impl std::fmt::Debug for Tracked {
     }
 }
 
-/// A map of [`Tracked`] values whose removed values are released eagerly (the unlinker
-/// flushes its epoch bag), so that reclamation really runs inside small models.
+/// A map of [`Tracked`] values, every one leased (docs/design.md, section 6, *Leases*): a
+/// remover takes a value no reader is in and drops it at once; one a reader was in waits
+/// for the epoch, its unlinker flushing its bag. So reclamation really runs inside small
+/// models, both ways.
 pub fn tracked_map() -> (Map<Tracked>, ManualClock, Arc<Counts>) {
     let clock = ManualClock::new();
     let map = builder(clock.clone()).eager_release(|_| true).build().expect("valid durations");
@@ -162,6 +172,23 @@ pub fn raced_tracked_map() -> (Map<Tracked>, LoomClock, Arc<Counts>) {
     let clock = LoomClock::default();
     let map = builder(clock.clone()).eager_release(|_| true).build().expect("valid durations");
     (map, clock, Arc::new(Counts::default()))
+}
+
+/// [`raced_tracked_map`] with an expiry listener that reads each expired value it is lent
+/// (and keeps the sum of what it read): a value the janitor lends that someone else took
+/// or dropped shows up as a read of the poison or a causality violation.
+pub fn raced_tracked_map_with_listener() -> (Map<Tracked>, LoomClock, Arc<Counts>, Arc<AtomicU64>) {
+    let clock = LoomClock::default();
+    let heard = Arc::new(AtomicU64::new(0));
+    let listener_heard = Arc::clone(&heard);
+    let map = builder(clock.clone())
+        .eager_release(|_| true)
+        .on_expire(move |_, value: &Tracked| {
+            listener_heard.fetch_add(value.value(), Ordering::SeqCst);
+        })
+        .build()
+        .expect("valid durations");
+    (map, clock, Arc::new(Counts::default()), heard)
 }
 
 /// Pushes the epoch on so that deferred drops run (each flush may advance it once).

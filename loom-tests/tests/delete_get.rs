@@ -1,5 +1,6 @@
 //! Model 4: `delete` racing `get`: the reader never touches a freed value. The payload is
-//! loom-tracked and removed values are released eagerly, so reclamation runs in the model.
+//! loom-tracked and leased: the delete takes and drops it when the get is not in, else it
+//! waits for the epoch (with flushes), so reclamation runs in the model both ways.
 #![cfg(crossbeam_loom)]
 
 use loom::sync::Arc;

@@ -63,24 +63,26 @@ pub(crate) fn unmarked(ptr: *mut Link) -> *mut Link {
 
 /// A stored key and value, with the state the table, the janitor and the wheel share.
 ///
-/// Field order follows a lookup: `link`, `life`, `key` and `value` (what `get` reads) come
-/// first, so that they share as few cache lines as possible; the janitor's fields follow.
+/// Field order follows a lookup: `link`, `life`, `key`, `value` and `lease` (what `get`
+/// reads) come first, so that they share as few cache lines as possible; the janitor's
+/// fields follow. The lease (4 bytes) and the wheel links (20, packed to 4-byte alignment)
+/// fill 24 bytes together, so the lease costs no padding.
 #[repr(C)]
 pub(crate) struct Entry<K, V> {
     pub(crate) link: Link,
     /// Deadline and flags; see [`crate::life`].
     pub(crate) life: Life,
     pub(crate) key: K,
-    /// Dropped on its own, before the rest of the entry (see `crate::reclaim`).
+    /// Dropped on its own, before the rest of the entry (see `crate::reclaim`), or taken
+    /// out by its remover (see [`crate::lease`]).
     value: UnsafeCell<ManuallyDrop<V>>,
+    /// Who may still read a leased value (see [`crate::lease`]).
+    pub(crate) lease: Lease,
+    /// The wheel's links; only the janitor touches them.
+    timer: UnsafeCell<TimerLinks<Entry<K, V>>>,
     /// The next entry in whichever intake stack holds this entry: first the janitor's
     /// intake of new entries, later (once `TAKEN`) the table's intake of unlinked ones.
     pub(crate) intake_next: AtomicPtr<Entry<K, V>>,
-    /// The wheel's links; only the janitor touches them.
-    timer: UnsafeCell<TimerLinks<Entry<K, V>>>,
-    /// Who may still read a large value (see [`crate::lease`]). Last: it fills the 4 bytes
-    /// after the (4-aligned) wheel links, where padding would be otherwise.
-    pub(crate) lease: Lease,
 }
 
 impl<K, V> Entry<K, V> {
@@ -180,6 +182,13 @@ mod tests {
         }
         assert_eq!(dummy_key(0), 0);
         assert!(dummy_key(1) > dummy_key(2), "bucket 1 splits off after bucket 2's range");
+    }
+
+    #[test]
+    fn the_lease_costs_no_padding() {
+        // 16 link + 8 life + 16 key + 32 value + 4 lease + 20 timer + 8 intake_next.
+        assert_eq!(std::mem::size_of::<Entry<crate::BufferId, bytes::Bytes>>(), 104);
+        assert_eq!(std::mem::size_of::<Entry<u64, u64>>(), 72);
     }
 
     #[test]

@@ -8,8 +8,9 @@
 //!
 //! Removal is Harris's: set the [`MARK`] bit of the node's `next` (the linearization
 //! point), then unlink it from its predecessor. Whoever unlinks defers the value's drop
-//! through the epoch and hands the entry to the janitor (see `crate::reclaim`): the
-//! table frees entries directly only when it is dropped.
+//! through the epoch (a drop that finds the value taken by its remover, see `crate::lease`,
+//! does nothing) and hands the entry to the janitor (see `crate::reclaim`): the table
+//! frees entries directly only when it is dropped.
 //!
 //! A set on a present key *replaces* the node: the new node takes the old one's successor
 //! and the old node's `next` is marked to point at the new one in one CAS, so a reader
