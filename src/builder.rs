@@ -132,10 +132,12 @@ impl<K, V, S, T> Builder<K, V, S, T> {
     /// clone (two read-modify-writes on the entry), and the call that removes the value
     /// frees it at once when no reader is in: `fetch_and_delete` hands over the stored value
     /// itself, without a clone, and `delete`, a replacing `set` and expiry drop it on the
-    /// spot. Other values (and a leased one a reader was cloning) are dropped one epoch
-    /// advance after their removal, in batches, on whichever thread collects them: fine for
-    /// small values, ruinous for payloads the allocator would reuse warm. A
-    /// [`DownloadBuffer`] leases every value. See docs/design.md, "Leases".
+    /// spot (except the one a `set_if_absent` replaces, which waits for the epoch). Other
+    /// values wait in the removing thread's epoch bag until it fills (64 removals) and the
+    /// epoch has moved on, and are then dropped in batches on whichever thread collects them
+    /// (a leased one a reader was cloning is flushed at once): fine for small values,
+    /// ruinous for payloads the allocator would reuse warm. A [`DownloadBuffer`] leases
+    /// every value. See docs/design.md, section 6, rule 11.
     pub fn eager_release(mut self, is_large: fn(&V) -> bool) -> Self {
         self.settings.eager_release = is_large;
         self

@@ -225,8 +225,8 @@ pub(crate) struct Parts<'a, K, V, S> {
 /// Called for each entry the janitor expires ([`Builder::on_expire`](crate::Builder::on_expire)).
 pub(crate) type Listener<K, V> = Box<dyn Fn(&K, &V) + Send + Sync>;
 
-/// Entries a run expired, with a clone of each value, for the listener: called once the run
-/// has unpinned. The entries' shells stay alive until the run lets go of them (the last
+/// Entries a run expired, with each value (taken by the run's removal, or a clone), for the
+/// listener: called once the run has unpinned. The entries' shells stay alive until the run lets go of them (the last
 /// `take_unlinked`, after the listener), so their keys can be lent out meanwhile.
 type Expired<K, V> = Vec<(NonNull<Entry<K, V>>, V)>;
 
@@ -377,20 +377,19 @@ where
         report
     }
 
-    /// Calls the listener for each entry of `expired`, containing and counting panics, and
-    /// drops the value clones (within the same containment: a value's `Drop` may panic).
+    /// Calls the listener for each entry of `expired`, containing and counting its panics,
+    /// and then drops the value (a `Taken`: its destructor's panic contained and counted as
+    /// a drop panic, not run while a listener's panic unwinds, where a second one aborts).
     fn notify(&self, listener: &Listener<K, V>, expired: Expired<K, V>) {
         for (entry, value) in expired {
             // SAFETY: the janitor still holds the entry (see `Expired`), so its key is alive;
             // the key is never mutated.
             let key = unsafe { &entry.as_ref().key };
-            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                listener(key, &value);
-                drop(value);
-            }));
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(key, &value)));
             if called.is_err() {
                 self.listener_panics.fetch_add(1, Ordering::Relaxed);
             }
+            drop(Taken::new(Some(value)));
         }
     }
 

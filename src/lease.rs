@@ -15,11 +15,13 @@
 //! - A **reader** (a hit's clone, `peek`, `retain`'s question, the weigher on a found entry)
 //!   counts itself in with one `fetch_add`; if that shows `TAKEN`, it backs out without
 //!   touching the value (the entry is removed: it looks again, or misses).
-//! - The **taker** is the remover that marked the entry (only it, and only once it has
-//!   read the value itself): one CAS that succeeds only with no reader in. Then no reader
-//!   is in and none will get in, so the value is the taker's: `fetch_and_delete` returns it
-//!   without a clone, every other removal drops it on the spot. When a reader is in, the CAS
-//!   fails and nothing changes: the value is dropped after the grace period, as a small one.
+//! - The **taker** is the remover that marked the entry (only it, once it has read the value
+//!   itself, and not if the janitor claimed the entry first: the janitor then lends the
+//!   value to the expiry listener unleased): one CAS that succeeds only with no reader in.
+//!   Then no reader is in and none will get in, so the value is the taker's:
+//!   `fetch_and_delete` returns it without a clone, the janitor moves it to the listener,
+//!   every other removal drops it on the spot. When a reader is in, the CAS fails and
+//!   nothing changes: the value is dropped after the grace period, as a small one.
 //!
 //! Both sides read-modify-write the one word, so they are ordered: a reader that got in
 //! before the take makes the CAS fail (or has left, its `Release` paired with the CAS's

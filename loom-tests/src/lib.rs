@@ -98,12 +98,13 @@ impl Counts {
 
 /// A payload loom can see: its bytes live in a loom `UnsafeCell`, read by `clone` and
 /// written by `drop`, so a clone racing a drop (a use after free in the engine) is a
-/// causality violation loom reports, and a clone after the drop reads the poison. The cell
-/// is behind a pointer, as a real payload's bytes are: a value moved out of an entry (a
-/// remover's take) shares it with the bits left behind, so a drop of those, or a read of
-/// them after the move's drop, hits the poison too.
+/// causality violation loom reports, and a clone after the drop reads the poison. A value
+/// moved out of an entry (a remover's take) is a bitwise copy: it shares loom's tracking of
+/// the cell with the bits left behind (so a read of those racing the move's drop is still a
+/// causality violation), but its poison is its own; a second drop of the bits left behind
+/// shows in [`Counts::alive`] (more drops than values).
 pub struct Tracked {
-    payload: Arc<UnsafeCell<u64>>,
+    payload: UnsafeCell<u64>,
     counts: Arc<Counts>,
 }
 
@@ -111,16 +112,13 @@ pub struct Tracked {
 // a read racing the drop is exactly the engine bug these models look for, and loom
 // reports it as a causality violation.
 unsafe impl Sync for Tracked {}
-// SAFETY: as for `Sync`: the shared cell (behind the `Arc`) is accessed only as above, and
-// moving a `Tracked` to another thread moves its sole handle on the cell (a clone has its own).
-unsafe impl Send for Tracked {}
 
 const POISON: u64 = 0xDEAD;
 
 impl Tracked {
     pub fn new(value: u64, counts: &Arc<Counts>) -> Tracked {
         counts.made.fetch_add(1, Ordering::SeqCst);
-        let payload = Arc::new(UnsafeCell::new(POISON));
+        let payload = UnsafeCell::new(POISON);
         // A tracked write: a reader on another thread that sees this value without a
         // happens-before edge to here (an entry published without Release) is a causality
         // violation for loom.

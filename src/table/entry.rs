@@ -185,6 +185,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(crossbeam_loom))]
     fn the_lease_costs_no_padding() {
         // 16 link + 8 life + 16 key + 32 value + 4 lease + 20 timer + 8 intake_next.
         assert_eq!(std::mem::size_of::<Entry<crate::BufferId, bytes::Bytes>>(), 104);

@@ -402,8 +402,10 @@ where
         if pred.next.compare_exchange(curr, succ, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return false;
         }
-        // A leased value its remover could not take (a reader was in) waits for the epoch:
-        // flush, so that the payload goes within an epoch advance, not 64 retirements later.
+        // A leased value not taken (yet) waits for the epoch: a reader was in at the take, or
+        // the remover left it to the janitor's listener, or this unlink (a helping search)
+        // came before the take. Flush, so that the payload goes within an epoch advance, not
+        // 64 retirements later.
         let flush = node.lease.waits_for_epoch();
         // SAFETY: we just unlinked the entry and are pinned by `guard`.
         unsafe { release_value_later(entry, guard, flush) };

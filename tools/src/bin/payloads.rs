@@ -230,9 +230,7 @@ fn main() {
         println!();
     }
     println!("## mass expiry (lockfree, manual mode: one janitor run after another until empty)\n");
-    println!(
-        "| value size | entries | ns per entry | vs 64 B | dropping the values directly, ns each |"
-    );
+    println!("| value size | entries | ns per entry | vs 64 B | dropping the values directly, ns each |");
     println!("|---:|---:|---:|---:|---:|");
     let mut small = None;
     for size in SIZES {
@@ -247,7 +245,9 @@ fn main() {
     );
     println!("| keys read | threads | unleased gets/s | leased gets/s | leased / unleased |");
     println!("|---|---:|---:|---:|---:|");
-    for (resident, hot, t) in [(10_000, false, 1), (1_000_000, false, 1), (1_000_000, false, threads), (1_000_000, true, threads)] {
+    for (resident, hot, t) in
+        [(10_000, false, 1), (1_000_000, false, 1), (1_000_000, false, threads), (1_000_000, true, threads)]
+    {
         let mut ratios = Vec::new();
         let (mut plain, mut leased) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {
