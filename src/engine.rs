@@ -256,8 +256,9 @@ where
     /// present throughout the call, and maybe about entries stored while it runs; a value
     /// replaced while it runs may be asked about in its old or its new version, and a
     /// replacement that lands after `keep` was asked stays. `keep` runs on the calling
-    /// thread with the epoch pinned (no removed value waiting for the epoch is freed meanwhile): keep it short. A
-    /// panic in it propagates, leaving the map consistent. Not counted as removals.
+    /// thread with the epoch pinned (no removed value waiting for the epoch is freed
+    /// meanwhile): keep it short. A panic in it propagates, leaving the map consistent. Not
+    /// counted as removals.
     pub fn retain(&self, keep: impl FnMut(&K, &V) -> bool) {
         self.core.retain(keep)
     }
@@ -549,17 +550,17 @@ where
         let settled = self.table.remove(entry, guard, || {
             let expired = entry.life.settle_removal();
             self.release_weight(entry);
-            // SAFETY: this call marked the entry, and has read its value (the weight) already.
-            let take = !expired || cfg!(loom_broken = "take_after_claim");
             // Broken on purpose under `loom_broken = "take_after_claim"`: taken although the
             // janitor claimed it first and will clone it for the listener.
+            let take = !expired || cfg!(loom_broken = "take_after_claim");
+            // SAFETY: this call marked the entry, and has read its value (the weight) already.
             let taken = Taken::new(if take { unsafe { entry.take_value() } } else { None });
             (expired, taken)
         });
         match settled {
             None => Removed::Lost,
             Some((true, _)) => Removed::Expired,
-            Some((false, taken)) => Removed::Ours(taken.into_inner()),
+            Some((false, taken)) => Removed::Ours(taken),
         }
     }
 
@@ -596,8 +597,7 @@ where
             match self.remove(entry, &guard) {
                 // An expired entry is removed all the same (it is garbage), but it was not
                 // live; nor if the janitor's claim came first (it reports the expiry).
-                Removed::Ours(taken) => {
-                    drop(Taken::new(taken));
+                Removed::Ours(_taken) => {
                     if live {
                         self.tally.removal();
                     }
@@ -628,7 +628,7 @@ where
                     Removed::Ours(taken) => {
                         self.tally.removal();
                         // SAFETY: pinned by `guard`; not taken, so dropped only after the pin.
-                        return Some(taken.unwrap_or_else(|| unsafe { entry.value() }.clone()));
+                        return Some(taken.into_inner().unwrap_or_else(|| unsafe { entry.value() }.clone()));
                     }
                     Removed::Expired => return None,
                     Removed::Lost => continue,
@@ -641,7 +641,7 @@ where
             let value = unsafe { entry.value() }.clone();
             match self.remove(entry, &guard) {
                 Removed::Ours(taken) => {
-                    debug_assert!(taken.is_none(), "an unleased value was taken");
+                    debug_assert!(taken.into_inner().is_none(), "an unleased value was taken");
                     self.tally.removal();
                     return Some(value);
                 }
@@ -665,10 +665,8 @@ where
             };
             if !kept {
                 // Lost to a racing remover or replacer, or claimed by the janitor first (then
-                // an expiry): gone anyway.
-                if let Removed::Ours(taken) = self.remove(entry, &guard) {
-                    drop(Taken::new(taken));
-                }
+                // an expiry): gone anyway. A value this call took is dropped here (`Taken`).
+                let _ = self.remove(entry, &guard);
             }
         });
     }
@@ -732,8 +730,8 @@ enum Removed<V> {
     /// This call's mark removed it, after the janitor had claimed it: an expiry.
     Expired,
     /// This call removed it, and owns its removal; with the value if it took it (a leased
-    /// value no reader was reading).
-    Ours(Option<V>),
+    /// value no reader was reading), dropped with the `Taken` unless the caller hands it on.
+    Ours(Taken<V>),
 }
 
 /// An entry [`Core::link`] made and has not published (yet): freed, with the weight

@@ -226,8 +226,9 @@ pub(crate) struct Parts<'a, K, V, S> {
 pub(crate) type Listener<K, V> = Box<dyn Fn(&K, &V) + Send + Sync>;
 
 /// Entries a run expired, with each value (taken by the run's removal, or a clone), for the
-/// listener: called once the run has unpinned. The entries' shells stay alive until the run lets go of them (the last
-/// `take_unlinked`, after the listener), so their keys can be lent out meanwhile.
+/// listener: called once the run has unpinned. The entries' shells stay alive until the run
+/// lets go of them (the last `take_unlinked`, after the listener), so their keys can be lent
+/// out meanwhile.
 type Expired<K, V> = Vec<(NonNull<Entry<K, V>>, V)>;
 
 impl<K, V> Janitor<K, V>
@@ -299,8 +300,8 @@ where
         let mut stop_popping = false;
         let mut out_of_time = false;
         // Caught so that a panic from user code here (the weigher and a key's `Eq`, asked as
-        // the janitor removes an entry; a custom clock) strands none of the entries held ahead: off
-        // the wheel, they would never be expired. The janitor thread contains the panic
+        // the janitor removes an entry; a custom clock) strands none of the entries held
+        // ahead: off the wheel, they would never be expired. The janitor thread contains the panic
         // anyway; a manual caller sees it re-raised below.
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
             while !stop_popping && !ahead.is_full() && report.handled < self.budget {

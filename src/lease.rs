@@ -77,6 +77,11 @@ impl Lease {
     /// The remover takes the value, if it is leased and no reader is in; whether it did.
     /// Called once, by the thread that marked the entry, after its own reads of the value.
     pub(crate) fn take(&self) -> bool {
+        // A load first: an unleased value's removal (every removal of a map without
+        // `eager_release`) pays no locked instruction for a CAS bound to fail.
+        if !self.is_leased() {
+            return false;
+        }
         if cfg!(loom_broken = "take_ignores_readers") {
             // Broken on purpose: take whatever readers are in.
             return self.0.fetch_or(TAKEN, Ordering::AcqRel) & LEASED != 0;
