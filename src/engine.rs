@@ -714,8 +714,11 @@ impl Pacing {
         match run.next() {
             // Not after a skipped run (another run held the janitor's lock): that run may
             // have taken its intakes before a push that rang the bell this run answered.
+            // Nor while the janitor's removals may still wait for the epoch: the next
+            // runs push it on (crate::sweep).
             Next::OnTick if self.sleeps && !run.skipped => match run.next_due_in {
                 Some(due_in) if due_in <= self.period => Next::OnTick,
+                _ if run.sweeping => Next::OnTick,
                 due_in => Next::After(due_in.unwrap_or(MAX_SLEEP).min(MAX_SLEEP)),
             },
             next => next,

@@ -31,6 +31,7 @@ use crate::clock::{TimeScale, TimeSource};
 use crate::intake::Intake;
 use crate::life::Claim;
 use crate::reclaim::{self, release_janitor_hold, Taken};
+use crate::sweep::EpochSweep;
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{fence, prefetch, AtomicBool, AtomicU64, Ordering, UnsafeCell};
 use crate::table::{Entry, Removal, Table};
@@ -65,6 +66,11 @@ pub struct JanitorRun {
     /// due (`None` when none is filed): a manual-mode embedder needs no run before then,
     /// except to take new and removed entries.
     pub next_due_in: Option<std::time::Duration>,
+    /// Whether values the janitor removed may still wait for the epoch: a thread pinned
+    /// during the runs' flushes held it back. The next runs, idle or not, flush again; a
+    /// manual-mode embedder keeps running the janitor at its tick meanwhile (the janitor
+    /// thread does).
+    pub sweeping: bool,
 }
 
 impl JanitorRun {
@@ -151,6 +157,8 @@ pub(crate) struct Janitor<K, V> {
     listener_panics: AtomicU64,
     /// Set once a run found the clock gone back (debug builds report it once).
     clock_went_back: AtomicBool,
+    /// Pushes the epoch on until what the runs removed is freed.
+    sweep: EpochSweep,
 }
 
 // SAFETY: the wheel (raw pointers to entries) is only touched by the holder of `running`.
@@ -185,6 +193,7 @@ impl<K, V> Janitor<K, V> {
             retired: AtomicU64::new(0),
             listener_panics: AtomicU64::new(0),
             clock_went_back: AtomicBool::new(false),
+            sweep: EpochSweep::new(),
         }
     }
 
@@ -287,6 +296,8 @@ where
             // Idle: nothing to take, nothing due. No pin and no epoch flush (a flush walks
             // every thread registered with the epoch: a thousand idle maps flushing ten
             // times a second kept two cores busy).
+            // Unless earlier removals may still wait for the epoch (crate::sweep).
+            report.sweeping = self.sweep.chase();
             wheel.advance_to(now);
             report.timers = wheel.len();
             report.next_due_in = next_due_in(wheel, scale, started);
@@ -368,13 +379,13 @@ where
         take_unlinked(wheel, table, &mut report);
         report.next_due_in = next_due_in(wheel, scale, started);
         // Push the epoch on so that the values this run removed are freed now, not whenever
-        // other threads happen to collect: each flush may advance the epoch once and runs
-        // up to a few hundred deferred drops.
-        if report.expired + report.retired > 0 {
-            for _ in 0..3 + report.expired / 256 {
-                epoch::pin().flush();
-            }
-        }
+        // other threads happen to collect (crate::sweep).
+        report.sweeping = if report.expired + report.retired > 0 {
+            self.sweep.after_removals(report.expired);
+            self.sweep.pending()
+        } else {
+            self.sweep.chase()
+        };
         report
     }
 

@@ -80,6 +80,7 @@ mod reclaim;
 mod rwlock;
 mod scheduler;
 mod stats;
+mod sweep;
 mod sync;
 mod table;
 mod ticker;

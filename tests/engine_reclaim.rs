@@ -346,6 +346,119 @@ fn expired_values_are_dropped_within_two_janitor_runs() {
     })
 }
 
+/// A thread that pins the epoch and holds it until told to let go; it stays alive after
+/// (a thread's exit pins once more, which would push the epoch itself).
+struct Pinner {
+    unpin: mpsc::Sender<()>,
+    unpinned: mpsc::Receiver<()>,
+    exit: mpsc::Sender<()>,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Pinner {
+    fn pin() -> Pinner {
+        let (pinned_tx, pinned_rx) = mpsc::channel();
+        let (unpin, unpin_rx) = mpsc::channel::<()>();
+        let (unpinned_tx, unpinned) = mpsc::channel();
+        let (exit, exit_rx) = mpsc::channel::<()>();
+        let thread = thread::spawn(move || {
+            let guard = crossbeam_epoch::pin();
+            pinned_tx.send(()).expect("test alive");
+            let _ = unpin_rx.recv();
+            drop(guard);
+            let _ = unpinned_tx.send(());
+            let _ = exit_rx.recv();
+        });
+        pinned_rx.recv().expect("pinner alive");
+        Pinner { unpin, unpinned, exit, thread }
+    }
+
+    fn unpin(&self) {
+        self.unpin.send(()).expect("pinner alive");
+        self.unpinned.recv().expect("pinner alive");
+    }
+
+    fn exit(self) {
+        let _ = self.unpin.send(());
+        let _ = self.exit.send(());
+        self.thread.join().expect("pinner");
+    }
+}
+
+#[test]
+fn values_expired_while_another_thread_is_pinned_are_dropped_by_the_next_runs() {
+    isolated(|| {
+        // A thread pinned in the epoch throughout the run that expires the values holds
+        // back that run's own flushes, and those of every run while it stays pinned. The
+        // runs after it lets go find nothing to do; they must still push the epoch on, or
+        // the values wait until some thread pins 128 more times (a server after its last
+        // burst: nothing else may pin for hours).
+        let ledger = Ledger::new(10_000);
+        let (map, clock) = manual_map::<u64, Tracked>(ms(100), ms(1000));
+        for key in 0..1_000 {
+            map.set(key, ledger.value(key));
+        }
+        map.run_janitor();
+        let pinner = Pinner::pin();
+        clock.advance(ms(1100));
+        let run = map.run_janitor();
+        assert_eq!(run.expired, 1_000);
+        assert!(run.sweeping, "the run's flushes could not free its values: {run:?}");
+        for idle_run in 1..=5 {
+            clock.advance(ms(100));
+            let run = map.run_janitor();
+            assert!(run.sweeping, "idle run {idle_run} while pinned gave up on the epoch: {run:?}");
+        }
+        assert_eq!(ledger.live(), 1_000, "dropped although a thread was pinned throughout");
+        pinner.unpin();
+        clock.advance(ms(100));
+        let run = map.run_janitor();
+        assert_eq!((run.expired, run.retired), (0, 0), "the run had nothing else to do");
+        assert_eq!(ledger.live(), 0, "values of held-back runs alive after a run with the epoch free");
+        assert!(!run.sweeping, "{run:?}");
+        pinner.exit();
+        assert_eq!(map.len(), 0);
+        drop(map);
+        ledger.assert_each_dropped_once();
+    })
+}
+
+#[test]
+fn the_janitor_thread_frees_values_expired_while_another_thread_was_pinned_within_ticks() {
+    isolated(|| {
+        // The same on the janitor thread and the system clock: after the expiry the wheel is
+        // empty, and a thread with nothing due sleeps up to 10 s; with values still waiting
+        // for the epoch it must come back at its tick (20 ms here). 1 s allows for a loaded
+        // machine.
+        let ledger = Ledger::new(10_000);
+        let map: ExpiringMap<u64, Tracked> = Builder::new(ms(20), ms(100)).build().expect("valid durations");
+        let pinner = Pinner::pin();
+        for key in 0..1_000 {
+            map.set(key, ledger.value(key));
+        }
+        wait_for("the expiry", || map.janitor_stats().expired == 1_000);
+        thread::sleep(ms(60)); // a few more ticks, still pinned
+        assert_eq!(ledger.live(), 1_000, "dropped although a thread was pinned throughout");
+        pinner.unpin();
+        let unpinned = Instant::now();
+        while ledger.live() > 0 {
+            assert!(
+                unpinned.elapsed() < Duration::from_secs(1),
+                "{} values alive {:?} after the epoch was free: {:?}",
+                ledger.live(),
+                unpinned.elapsed(),
+                map.janitor_stats()
+            );
+            thread::sleep(ms(1));
+        }
+        pinner.exit();
+        assert_eq!(map.len(), 0);
+        map.done();
+        drop(map);
+        ledger.assert_each_dropped_once();
+    })
+}
+
 #[test]
 fn values_removed_after_done_are_still_released() {
     isolated(|| {

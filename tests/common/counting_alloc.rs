@@ -31,6 +31,8 @@ thread_local! {
     /// Allocations made by this thread (const-initialized, no destructor: safe to touch
     /// from inside the allocator).
     static THREAD_ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// Bytes this thread allocated minus bytes it freed (whoever allocated them).
+    static THREAD_NET_BYTES: Cell<isize> = const { Cell::new(0) };
 }
 
 impl Counting {
@@ -43,6 +45,7 @@ impl Counting {
             }
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
             let _ = THREAD_ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+            let _ = THREAD_NET_BYTES.try_with(|net| net.set(net.get() + size as isize));
         }
     }
 
@@ -50,6 +53,7 @@ impl Counting {
         if TRACKING.load(Ordering::Relaxed) {
             LIVE.fetch_sub(size as isize, Ordering::Relaxed);
             DEALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            let _ = THREAD_NET_BYTES.try_with(|net| net.set(net.get() - size as isize));
         }
     }
 }
@@ -123,4 +127,12 @@ pub fn peak() -> isize {
 /// Allocations made by the calling thread so far.
 pub fn thread_allocations() -> u64 {
     THREAD_ALLOCATIONS.with(Cell::get)
+}
+
+/// Bytes the calling thread allocated minus bytes it freed, since it started. Unlike
+/// [`live`], other threads' allocations do not move it: for a test whose allocations and
+/// frees all happen on one thread (its epoch garbage too, when no other thread pins),
+/// while the test harness's threads start and report beside it.
+pub fn thread_net_bytes() -> isize {
+    THREAD_NET_BYTES.with(Cell::get)
 }

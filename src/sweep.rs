@@ -1,0 +1,77 @@
+//! Pushing the epoch on until the janitor's removals are freed.
+//!
+//! A janitor run that removed something flushes the epoch a few times, so that the values
+//! it deferred are dropped now rather than whenever some thread next collects. A flush
+//! advances the epoch only if no thread is pinned in an older epoch at that moment: a
+//! thread pinned throughout the run (preempted inside a `get`, say) holds all of that
+//! run's flushes back. Later runs may find nothing to do, and an idle run does not pin,
+//! so without more the values would wait until some thread happens to pin 128 times; on a
+//! quiet server, for hours.
+//!
+//! So the run also defers a *mark* behind what it deferred: a numbered note that the
+//! epoch runs after everything the janitor's thread deferred before it (the epoch's queue
+//! is first in, first out). Until the latest mark has run, each later run, idle or not,
+//! flushes again ([`EpochSweep::chase`]), and the janitor thread does not sleep past its
+//! next tick. A thread pinned for good would keep it flushing once a tick, the cost of a
+//! busy map, never more.
+//!
+//! Under loom no mark is deferred: the models would explore each extra pin, and what they
+//! check (who frees what) does not depend on when the epoch advances.
+
+use crate::sync::epoch;
+use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
+
+/// The janitor's record of its marks. Written only by the run holding the janitor's
+/// try-lock; the epoch writes `ran`, from whichever thread runs the mark.
+pub(crate) struct EpochSweep {
+    /// The number of the latest mark deferred (0: none yet).
+    sent: AtomicU64,
+    /// The highest mark the epoch has run. Shared with the marks, which may run after the
+    /// janitor is gone.
+    ran: Arc<AtomicU64>,
+    /// The flushes a chase makes: as many as the run that sent the mark made.
+    flushes: AtomicU32,
+}
+
+impl EpochSweep {
+    pub(crate) fn new() -> EpochSweep {
+        EpochSweep { sent: AtomicU64::new(0), ran: Arc::new(AtomicU64::new(0)), flushes: AtomicU32::new(0) }
+    }
+
+    /// After a run that removed `removed` entries (its deferred drops queued on this
+    /// thread): defers a mark behind them and flushes. Each flush may advance the epoch
+    /// once and runs up to 8 bags (512) of deferred drops; two advances free a bag.
+    pub(crate) fn after_removals(&self, removed: usize) {
+        let flushes = 3 + (removed / 256).min(u32::MAX as usize - 3) as u32;
+        if !cfg!(crossbeam_loom) {
+            let mark = self.sent.load(Ordering::Relaxed) + 1;
+            self.sent.store(mark, Ordering::Relaxed);
+            self.flushes.store(flushes, Ordering::Relaxed);
+            let ran = Arc::clone(&self.ran);
+            // Two words: the closure is stored in the bag, not boxed.
+            epoch::pin().defer(move || {
+                ran.fetch_max(mark, Ordering::Release);
+            });
+        }
+        for _ in 0..flushes {
+            epoch::pin().flush();
+        }
+    }
+
+    /// Whether the latest mark has not run yet: the drops deferred before it may still be
+    /// waiting.
+    pub(crate) fn pending(&self) -> bool {
+        self.ran.load(Ordering::Acquire) < self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Flushes again if the latest mark has not run; returns whether it still has not.
+    pub(crate) fn chase(&self) -> bool {
+        if !self.pending() {
+            return false;
+        }
+        for _ in 0..self.flushes.load(Ordering::Relaxed) {
+            epoch::pin().flush();
+        }
+        self.pending()
+    }
+}
