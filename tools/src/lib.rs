@@ -1,6 +1,7 @@
 //! What the measurement tools share: the ids and the pseudo-random picks of their
-//! workloads (the same shapes as `benches/buffer.rs`), the pipeline round, and the
-//! fixed-time measuring loop.
+//! workloads (the same shapes as `benches/buffer.rs`), the [`Store`] the workloads call
+//! (both of ours, and the peers papaya and moka), the pipeline round, and the fixed-time
+//! measuring loop.
 //!
 //! - `compare` (`cargo run --release -p download-buffer-tools --bin compare`): the compare
 //!   report, fixed micro-workloads on lockfree and rwlock with a verdict per target.
@@ -12,6 +13,76 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle};
+
+/// The three calls of the chunkserver's data path, which the workloads make: every
+/// [`Buffer`] is a store, and so are the peers ([`Papaya`], [`Moka`]).
+pub trait Store: Send + Sync {
+    fn set(&self, id: BufferId, data: Bytes);
+    fn get(&self, id: &BufferId) -> Option<Bytes>;
+    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes>;
+}
+
+impl<B: Buffer + ?Sized> Store for B {
+    fn set(&self, id: BufferId, data: Bytes) {
+        Buffer::set(self, id, data)
+    }
+    fn get(&self, id: &BufferId) -> Option<Bytes> {
+        Buffer::get(self, id)
+    }
+    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes> {
+        Buffer::fetch_and_delete(self, id).ok()
+    }
+}
+
+/// papaya 0.2: a lock-free hash table, no expiry at all (what the engine's table is
+/// measured against), with the hasher the buffers use.
+pub struct Papaya(papaya::HashMap<BufferId, Bytes, ahash::RandomState>);
+
+impl Papaya {
+    pub fn new() -> Papaya {
+        Papaya(papaya::HashMap::with_hasher(ahash::RandomState::new()))
+    }
+}
+
+impl Default for Papaya {
+    fn default() -> Papaya {
+        Papaya::new()
+    }
+}
+
+impl Store for Papaya {
+    fn set(&self, id: BufferId, data: Bytes) {
+        self.0.pin().insert(id, data);
+    }
+    fn get(&self, id: &BufferId) -> Option<Bytes> {
+        self.0.pin().get(id).cloned()
+    }
+    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes> {
+        self.0.pin().remove(id).cloned()
+    }
+}
+
+/// moka 0.12 with time-to-idle `expire`: the concurrent cache with expiry (its
+/// housekeeping runs on the callers' threads), with the hasher the buffers use.
+pub struct Moka(moka::sync::Cache<BufferId, Bytes, ahash::RandomState>);
+
+impl Moka {
+    pub fn new(expire: Duration) -> Moka {
+        Moka(moka::sync::Cache::builder().time_to_idle(expire).build_with_hasher(ahash::RandomState::new()))
+    }
+}
+
+impl Store for Moka {
+    fn set(&self, id: BufferId, data: Bytes) {
+        self.0.insert(id, data);
+    }
+    fn get(&self, id: &BufferId) -> Option<Bytes> {
+        self.0.get(id)
+    }
+    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes> {
+        self.0.remove(id)
+    }
+}
 
 /// The id of resident entry `n` (or of pipeline round `n`), made without a clock read or
 /// global state: `BufferId::new` takes a process-wide CAS, which would measure the id maker
@@ -64,12 +135,12 @@ pub const BATCH_SPAN: Duration = Duration::from_micros(50);
 
 /// One pipelined write: set, get, get, fetch_and_delete (4 calls); every call must find
 /// the entry.
-pub fn pipeline_round(buffer: &dyn Buffer, id: BufferId, payload: &Bytes, failures: &Failures) -> u64 {
-    buffer.set(id, payload.clone());
-    let first = buffer.get(&id);
-    let second = buffer.get(&id);
-    let fetched = buffer.fetch_and_delete(&id);
-    if first.is_none() || second.is_none() || fetched.is_err() {
+pub fn pipeline_round<S: Store + ?Sized>(store: &S, id: BufferId, payload: &Bytes, failures: &Failures) -> u64 {
+    store.set(id, payload.clone());
+    let first = store.get(&id);
+    let second = store.get(&id);
+    let fetched = store.fetch_and_delete(&id);
+    if first.is_none() || second.is_none() || fetched.is_none() {
         failures.add();
     }
     4

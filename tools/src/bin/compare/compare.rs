@@ -16,6 +16,9 @@
 //!    thread times individual gets into a [`Histogram`], then get hits run on 1 and 2 threads
 //!    at that cadence too.
 //!
+//! The peers (papaya, moka: `crate::PEERS`) go through phases 2, 4 (the pipeline) and 5 (the
+//! timed gets, with no janitor of ours) after both of ours, for the report's second table.
+//!
 //! Throughput figures count buffer calls per second over all threads; a pipeline round counts
 //! as 4. Every call is checked (a get of a resident key must hit, a round's fetch must find
 //! its entry): a failed check is a problem, reported and failing the run.
@@ -28,11 +31,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use download_buffer::{Buffer, BufferId, Bytes};
-use download_buffer_tools::{key, measure, pick, pipeline_round, run_for, Failures};
+use download_buffer::{BufferId, Bytes};
+use download_buffer_tools::{key, measure, pick, pipeline_round, run_for, Failures, Store};
 
 use crate::histogram::Histogram;
-use crate::{counted, find_implementation, heap, Constructor, Millis};
+use crate::{counted, find_implementation, heap, Constructor, Millis, PEERS};
 
 /// What the report runs; see the usage text for the flags.
 #[derive(Clone)]
@@ -131,6 +134,7 @@ pub struct Floor {
 }
 
 /// Everything the report shows.
+#[derive(Default)]
 pub struct Figures {
     pub cpus: usize,
     /// The 1-minute load average when the run began and when it ended, where the system tells
@@ -149,9 +153,22 @@ pub struct Figures {
     pub floor: Floor,
     pub latency: Both<Latency>,
     pub memory: Both<Memory>,
+    /// papaya and moka, on the same workloads.
+    pub peers: Vec<PeerFigures>,
     /// Failed checks; empty when all passed.
     pub problems: Vec<String>,
     pub wall: Duration,
+}
+
+/// A peer's figures: the same phases as ours, without the janitor's settings (a peer has
+/// no tick; its latency is measured over the same fill, with nothing of ours running).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PeerFigures {
+    pub name: &'static str,
+    pub get_hit: Scaling,
+    pub pipeline: Scaling,
+    pub latency: Latency,
+    pub memory: Memory,
 }
 
 /// An implementation under comparison.
@@ -164,7 +181,7 @@ struct Contender {
 }
 
 impl Contender {
-    fn build(&self, tick: Duration, expire: Duration) -> Result<Box<dyn Buffer>, String> {
+    fn build(&self, tick: Duration, expire: Duration) -> Result<Box<dyn Store>, String> {
         (self.build)(tick, expire, None).map_err(|error| format!("{}: cannot build the buffer: {error}", self.name))
     }
 
@@ -188,6 +205,11 @@ fn contenders() -> Result<Both<Contender>, String> {
     })
 }
 
+/// The peers (no janitor of ours: the tick they are given is ignored).
+fn peers() -> Vec<Contender> {
+    PEERS.iter().map(|&(name, build)| Contender { name, build, janitor_runs_per_tick: 1 }).collect()
+}
+
 /// Runs every phase; an `Err` is a failure to run at all (a buffer or thread that could not
 /// start), not a failed check or a missed target.
 pub fn run(config: &CompareConfig) -> Result<Figures, String> {
@@ -203,6 +225,12 @@ pub fn run(config: &CompareConfig) -> Result<Figures, String> {
     // Rwlock first: see the module documentation.
     let (rwlock_memory, rwlock_get_hit) = resident_phase(config, &contenders.rwlock, &progress, &mut problems)?;
     let (lockfree_memory, lockfree_get_hit) = resident_phase(config, &contenders.lockfree, &progress, &mut problems)?;
+    let peers = peers();
+    let mut peer_figures = Vec::with_capacity(peers.len());
+    for peer in &peers {
+        let (memory, get_hit) = resident_phase(config, peer, &progress, &mut problems)?;
+        peer_figures.push(PeerFigures { name: peer.name, get_hit, memory, ..PeerFigures::default() });
+    }
     heap::set_tracking(false);
 
     let floor = floor_phase(config, &progress, &mut problems);
@@ -211,6 +239,9 @@ pub fn run(config: &CompareConfig) -> Result<Figures, String> {
         lockfree: pipeline_phase(config, &contenders.lockfree, &progress, &mut problems)?,
         rwlock: pipeline_phase(config, &contenders.rwlock, &progress, &mut problems)?,
     };
+    for (peer, figures) in peers.iter().zip(&mut peer_figures) {
+        figures.pipeline = pipeline_phase(config, peer, &progress, &mut problems)?;
+    }
     let mix = Both {
         lockfree: mix_phase(config, &contenders.lockfree, &progress, &mut problems)?,
         rwlock: mix_phase(config, &contenders.rwlock, &progress, &mut problems)?,
@@ -220,6 +251,9 @@ pub fn run(config: &CompareConfig) -> Result<Figures, String> {
         latency_phase(config, &contenders.lockfree, timer_overhead.0, &progress, &mut problems)?;
     let (rwlock_latency, rwlock_busy) =
         latency_phase(config, &contenders.rwlock, timer_overhead.0, &progress, &mut problems)?;
+    for (peer, figures) in peers.iter().zip(&mut peer_figures) {
+        figures.latency = peer_latency_phase(config, peer, timer_overhead.0, &progress, &mut problems)?;
+    }
 
     progress.step("done");
     Ok(Figures {
@@ -233,6 +267,7 @@ pub fn run(config: &CompareConfig) -> Result<Figures, String> {
         floor,
         latency: Both { lockfree: lockfree_latency, rwlock: rwlock_latency },
         memory: Both { lockfree: lockfree_memory, rwlock: rwlock_memory },
+        peers: peer_figures,
         problems,
         wall: progress.elapsed(),
     })
@@ -370,28 +405,56 @@ fn latency_phase(
     problems: &mut Vec<String>,
 ) -> Result<(Latency, Scaling), String> {
     progress.step(&format!("{}: filling {} entries, janitor every 10 ms", contender.name, config.resident));
-    let buffer: Arc<dyn Buffer> =
+    let buffer: Arc<dyn Store> =
         Arc::from(contender.build(contender.tick_for_period(LATENCY_JANITOR_PERIOD), LATENCY_EXPIRE)?);
-    let resident = fill_in_parallel(&buffer, config.resident, FILL_THREADS, Instant::now() + FILL_LIMIT)?;
+    let latency = timed_gets_over_a_fill(config, contender.name, &buffer, timer_overhead, progress, problems)?;
+    let config = &CompareConfig { resident: latency.resident, ..config.clone() };
+    let get_hit =
+        get_hit_scaling(config, contender.name, "get hit, janitor every 10 ms", &*buffer, progress, problems)?;
+    Ok((latency, get_hit))
+}
+
+/// A peer's get latency over the same fill (no janitor of ours; moka's housekeeping runs
+/// within its calls).
+fn peer_latency_phase(
+    config: &CompareConfig,
+    peer: &Contender,
+    timer_overhead: u64,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> Result<Latency, String> {
+    progress.step(&format!("{}: filling {} entries", peer.name, config.resident));
+    let store: Arc<dyn Store> = Arc::from(peer.build(LATENCY_JANITOR_PERIOD, LATENCY_EXPIRE)?);
+    timed_gets_over_a_fill(config, peer.name, &store, timer_overhead, progress, problems)
+}
+
+/// Fills `store` from [`FILL_THREADS`] threads (up to [`FILL_LIMIT`]), lets it settle, and
+/// times single gets over what was filled for `latency_seconds`.
+fn timed_gets_over_a_fill(
+    config: &CompareConfig,
+    name: &str,
+    store: &Arc<dyn Store>,
+    timer_overhead: u64,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> Result<Latency, String> {
+    let resident = fill_in_parallel(store, config.resident, FILL_THREADS, Instant::now() + FILL_LIMIT)?;
     if resident < config.resident {
         progress.step(&format!(
-            "{}: the fill was starved: {resident} of {} entries in {} s; measuring over those",
-            contender.name,
+            "{name}: the fill was starved: {resident} of {} entries in {} s; measuring over those",
             config.resident,
             FILL_LIMIT.as_secs()
         ));
     }
-    let config = &CompareConfig { resident, ..config.clone() };
     thread::sleep(SETTLE);
-
-    progress.step(&format!("{}: get latency, {} s", contender.name, config.latency_seconds));
+    progress.step(&format!("{name}: get latency, {} s", config.latency_seconds));
     let failures = Failures::default();
     let duration = Duration::from_secs_f64(config.latency_seconds);
     let switches_before = involuntary_switches();
-    let (histogram, elapsed) = time_gets(&*buffer, config.resident, duration, timer_overhead, &failures);
+    let (histogram, elapsed) = time_gets(&**store, resident, duration, timer_overhead, &failures);
     let preempted = involuntary_switches().zip(switches_before).map(|(after, before)| after.saturating_sub(before));
-    failures.report(problems, contender.name, "get latency", "gets missed");
-    let latency = Latency {
+    failures.report(problems, name, "get latency", "gets missed");
+    Ok(Latency {
         p50: histogram.quantile(0.5),
         p99: histogram.quantile(0.99),
         p999: histogram.quantile(0.999),
@@ -401,10 +464,7 @@ fn latency_phase(
         preempted,
         seconds: elapsed.as_secs_f64(),
         resident,
-    };
-    let get_hit =
-        get_hit_scaling(config, contender.name, "get hit, janitor every 10 ms", &*buffer, progress, problems)?;
-    Ok((latency, get_hit))
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -418,7 +478,7 @@ fn pipeline_key(base: u64, thread: u64, round: u64) -> BufferId {
 
 /// Stores entries `0..n` with empty values (no heap of their own: the figures are the
 /// buffer's), on this thread: every allocation of the fill is then the buffer's.
-fn fill(buffer: &dyn Buffer, n: u64) {
+fn fill(buffer: &dyn Store, n: u64) {
     for i in 0..n {
         buffer.set(key(i), Bytes::new());
     }
@@ -429,7 +489,7 @@ fn fill(buffer: &dyn Buffer, n: u64) {
 /// leading keys are surely set. Threads still blocked in a `set` at the deadline (a writer
 /// starved by rwlock's janitor can wait for minutes) are left behind: told to stop, not
 /// joined; they hold their own `Arc` of the buffer and end with the process at worst.
-fn fill_in_parallel(buffer: &Arc<dyn Buffer>, n: u64, threads: u64, deadline: Instant) -> Result<u64, String> {
+fn fill_in_parallel(buffer: &Arc<dyn Store>, n: u64, threads: u64, deadline: Instant) -> Result<u64, String> {
     let stop = Arc::new(AtomicBool::new(false));
     let filled: Arc<Vec<AtomicU64>> = Arc::new((0..threads).map(|_| AtomicU64::new(0)).collect());
     let handles = (0..threads)
@@ -467,7 +527,7 @@ fn get_hit_scaling(
     config: &CompareConfig,
     name: &str,
     what: &str,
-    buffer: &dyn Buffer,
+    buffer: &dyn Store,
     progress: &Progress,
     problems: &mut Vec<String>,
 ) -> Result<Scaling, String> {
@@ -501,7 +561,7 @@ fn involuntary_switches() -> Option<u64> {
 }
 
 fn time_gets(
-    buffer: &dyn Buffer,
+    buffer: &dyn Store,
     resident: u64,
     duration: Duration,
     timer_overhead: u64,

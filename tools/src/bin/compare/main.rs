@@ -1,7 +1,8 @@
 //! The compare report: fixed micro-workloads (get hits over 1 M resident entries, the
 //! pipeline's four calls, a 90/10 mix), get latency with a busy janitor, and heap use, on
 //! lockfree and rwlock in one process, as one Markdown table with each target's verdict
-//! ([`report`]) plus an SVG chart. Heap figures come from the counting allocator in
+//! ([`report`]) plus an SVG chart; and lockfree beside the peers papaya and moka in a
+//! second table. Heap figures come from the counting allocator in
 //! [`heap`], installed for this binary (the one the memory tests use, included by path).
 //!
 //! ```text
@@ -20,14 +21,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use download_buffer::{Buffer, DownloadBuffer, Error, RwLockBuffer};
-use download_buffer_tools::{parse_count, parse_seconds, value};
+use download_buffer_tools::{parse_count, parse_seconds, value, Moka, Papaya, Store};
 
 const USAGE: &str = "\
 The compare report: the same micro-workloads on lockfree and rwlock, printed as one Markdown
 table (throughput and ratios, get latency with the janitor every 10 ms, heap bytes per entry,
-peak heap) with a verdict for each target, and written to DIR/compare.md with a bar chart in
-DIR/compare.svg. About 30 s with the defaults on a 2-core machine (longer when rwlock's gets
-stall behind its janitor). Progress goes to stderr.
+peak heap) with a verdict for each target, then lockfree beside the peers papaya and moka
+(get hits, the pipeline, get latency, heap bytes per entry, with issue 14's targets), written
+to DIR/compare.md with a bar chart of ours in DIR/compare.svg. About 50 s with the defaults on
+a 2-core machine (longer when rwlock's gets stall behind its janitor). Progress goes to stderr.
 
 Usage: cargo run --release -p download-buffer-tools --bin compare -- [FLAGS]
 
@@ -45,8 +47,8 @@ Exit status: 0 when every check passed, 1 when a check failed or the files could
 written (a missed target is reported, not a failure), 2 for bad flags.
 ";
 
-/// Builds a buffer from `(tick, expire, byte budget)`.
-type Constructor = fn(Duration, Duration, Option<usize>) -> Result<Box<dyn Buffer>, Error>;
+/// Builds a store from `(tick, expire, byte budget)` (the peers take only what they have).
+type Constructor = fn(Duration, Duration, Option<usize>) -> Result<Box<dyn Store>, Error>;
 
 /// The implementations the report compares.
 const IMPLEMENTATIONS: &[(&str, Constructor)] = &[
@@ -60,8 +62,13 @@ const IMPLEMENTATIONS: &[(&str, Constructor)] = &[
     }),
 ];
 
-fn boxed<B: Buffer + 'static>(built: Result<B, Error>) -> Result<Box<dyn Buffer>, Error> {
-    built.map(|buffer| Box::new(buffer) as Box<dyn Buffer>)
+/// The peers, measured beside both of ours: papaya (no expiry, no byte budget) and moka
+/// (time-to-idle `expire`; its housekeeping runs on the callers' threads, so no tick).
+const PEERS: &[(&str, Constructor)] =
+    &[("papaya", |_, _, _| Ok(Box::new(Papaya::new()))), ("moka", |_, expire, _| Ok(Box::new(Moka::new(expire))))];
+
+fn boxed<B: Buffer + 'static>(built: Result<B, Error>) -> Result<Box<dyn Store>, Error> {
+    built.map(|buffer| Box::new(buffer) as Box<dyn Store>)
 }
 
 fn find_implementation(name: &str) -> Result<(&'static str, Constructor), String> {

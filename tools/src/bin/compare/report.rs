@@ -23,6 +23,11 @@ const P999_LIMIT_NS: u64 = 2_000;
 const MAX_LIMIT_NS: u64 = 1_000_000;
 const BYTES_PER_ENTRY_LIMIT: f64 = 128.0;
 const BYTES_PER_ENTRY_AIM: f64 = 96.0;
+// The targets of the tracker's issue 14, against the peers.
+/// Get hits and the pipeline, 1 thread: at least this many times papaya's.
+const VS_PAPAYA: f64 = 1.0;
+/// Heap bytes per entry, empty values: at most this (issue 14; papaya's + 10 is the aim).
+const BYTES_PER_ENTRY_PEER_LIMIT: f64 = 96.0;
 /// Latency samples each implementation should record for a trustworthy p99.9.
 const MIN_SAMPLES: u64 = 1_000_000;
 
@@ -67,7 +72,8 @@ pub fn build(config: &CompareConfig, figures: &Figures) -> Report {
     let mut rows = throughput_rows(config, figures, &mut misses);
     rows.extend(latency_rows(config, figures, &mut misses));
     rows.extend(memory_rows(config, figures, &mut misses));
-    let markdown = markdown(config, figures, &rows, &misses);
+    let peers = peer_table(config, figures, &mut misses);
+    let markdown = markdown(config, figures, &rows, &peers, &misses);
     Report { markdown, svg: svg(config, figures), misses }
 }
 
@@ -225,10 +231,108 @@ fn memory_rows(config: &CompareConfig, figures: &Figures, misses: &mut Vec<Strin
 }
 
 // ---------------------------------------------------------------------------------------------
+// Peers
+// ---------------------------------------------------------------------------------------------
+
+/// The second table: lockfree beside the peers (papaya first: the ratios are against it),
+/// with issue 14's targets. Lockfree's latency is the 10 ms janitor's (the peers have none).
+fn peer_table(config: &CompareConfig, figures: &Figures, misses: &mut Vec<String>) -> String {
+    let Some(papaya) = figures.peers.first() else { return String::new() };
+    let resident = count(config.resident);
+    let quiet = format!("tick {}", Millis(config.tick));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### Beside the peers
+"
+    );
+    let names: Vec<&str> = figures.peers.iter().map(|peer| peer.name).collect();
+    let _ = writeln!(
+        out,
+        "| measure | lockfree | {} | lockfree / {} | target (lockfree) | verdict |",
+        names.join(" | "),
+        papaya.name
+    );
+    let _ = writeln!(out, "|---|---:|{}---:|---|---|", "---:|".repeat(names.len()));
+    let mut row = |measure: String,
+                   ours: f64,
+                   theirs: &dyn Fn(&crate::compare::PeerFigures) -> f64,
+                   show: fn(f64) -> String,
+                   target: Option<(String, bool)>| {
+        let peers: Vec<String> = figures.peers.iter().map(|peer| show(theirs(peer))).collect();
+        let (target, verdict) = match target {
+            Some((target, met)) => {
+                if !met {
+                    misses.push(format!("{measure}: {target}"));
+                }
+                let verdict = if met { "met".to_string() } else { "**missed**".to_string() };
+                (target, verdict)
+            }
+            None => ("—".to_string(), "—".to_string()),
+        };
+        let _ = writeln!(
+            out,
+            "| {measure} | {} | {} | {} | {target} | {verdict} |",
+            show(ours),
+            peers.join(" | "),
+            ratio_text(ours, theirs(papaya))
+        );
+    };
+    let vs_papaya =
+        |ours: f64, theirs: f64| Some((format!("≥ {VS_PAPAYA:.1}× {}", papaya.name), ours >= VS_PAPAYA * theirs));
+    let (get_hit, pipeline) = (figures.get_hit.lockfree, figures.pipeline.lockfree);
+    row(
+        format!("get hit, {resident} resident, 1 thread, {quiet}"),
+        get_hit.one,
+        &|peer| peer.get_hit.one,
+        rate,
+        vs_papaya(get_hit.one, papaya.get_hit.one),
+    );
+    row(format!("get hit, {resident} resident, 2 threads, {quiet}"), get_hit.two, &|peer| peer.get_hit.two, rate, None);
+    row(
+        format!("pipeline, 1 thread, {quiet}"),
+        pipeline.one,
+        &|peer| peer.pipeline.one,
+        rate,
+        vs_papaya(pipeline.one, papaya.pipeline.one),
+    );
+    row(format!("pipeline, 2 threads, {quiet}"), pipeline.two, &|peer| peer.pipeline.two, rate, None);
+    let latency = figures.latency.lockfree;
+    let ns = |ns: f64| nanos(ns as u64);
+    row(
+        format!("get latency p99.9, {resident} resident"),
+        latency.p999 as f64,
+        &|peer| peer.latency.p999 as f64,
+        ns,
+        None,
+    );
+    row(format!("get latency max, {resident} resident"), latency.max as f64, &|peer| peer.latency.max as f64, ns, None);
+    let per_entry = figures.memory.lockfree.bytes_per_entry;
+    row(
+        "heap bytes per entry, empty values".into(),
+        per_entry,
+        &|peer| peer.memory.bytes_per_entry,
+        |bytes| format!("{bytes:.1} B"),
+        Some((
+            format!("≤ {BYTES_PER_ENTRY_PEER_LIMIT:.0} B (aim: {} + 10)", papaya.name),
+            per_entry <= BYTES_PER_ENTRY_PEER_LIMIT,
+        )),
+    );
+    let _ = writeln!(
+        out,
+        "\nThe peers' latency is taken over the same fill with no janitor of ours running \
+         (papaya has none; moka's housekeeping runs within its calls); lockfree's is the 10 ms \
+         janitor's (table above). papaya: no expiry at all; moka: time-to-idle {}.\n",
+        Millis(LATENCY_EXPIRE)
+    );
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // Markdown
 // ---------------------------------------------------------------------------------------------
 
-fn markdown(config: &CompareConfig, figures: &Figures, rows: &[Row], misses: &[String]) -> String {
+fn markdown(config: &CompareConfig, figures: &Figures, rows: &[Row], peers: &str, misses: &[String]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## Compare report: lockfree (`DownloadBuffer`) vs rwlock (`RwLockBuffer`)\n");
     out.push_str(&settings(config, figures));
@@ -243,6 +347,7 @@ fn markdown(config: &CompareConfig, figures: &Figures, rows: &[Row], misses: &[S
         );
     }
     out.push('\n');
+    out.push_str(peers);
     match misses.len() {
         0 => out.push_str("Every target met.\n"),
         n => {
@@ -604,5 +709,57 @@ fn count_approx(n: u64) -> String {
         format!("{:.1} k", n as f64 / 1e3)
     } else {
         n.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::{Memory, PeerFigures};
+
+    fn config() -> CompareConfig {
+        CompareConfig {
+            seconds: 1.0,
+            latency_seconds: 1.0,
+            resident: 1_000_000,
+            out: "x".into(),
+            tick: std::time::Duration::from_secs(15),
+            expire: std::time::Duration::from_secs(60),
+        }
+    }
+
+    fn peer(name: &'static str, get_hit: f64, pipeline: f64, bytes_per_entry: f64) -> PeerFigures {
+        PeerFigures {
+            name,
+            get_hit: Scaling { one: get_hit, two: 2.0 * get_hit },
+            pipeline: Scaling { one: pipeline, two: pipeline },
+            memory: Memory { bytes_per_entry, peak: 0 },
+            ..PeerFigures::default()
+        }
+    }
+
+    #[test]
+    fn the_peer_table_judges_lockfree_against_papaya_and_lists_its_misses() {
+        let mut figures = Figures::default();
+        figures.get_hit.lockfree = Scaling { one: 2.0e6, two: 3.0e6 };
+        figures.pipeline.lockfree = Scaling { one: 5.0e6, two: 6.0e6 };
+        figures.memory.lockfree.bytes_per_entry = 90.0;
+        figures.peers = vec![peer("papaya", 3.0e6, 4.0e6, 80.0), peer("moka", 1.0e6, 1.0e6, 260.0)];
+        let mut misses = Vec::new();
+        let table = peer_table(&config(), &figures, &mut misses);
+        assert!(table.contains("| lockfree | papaya | moka | lockfree / papaya |"), "{table}");
+        // Get hit: 2 M against papaya's 3 M is missed; the pipeline's 5 M against 4 M is met,
+        // and so is 90 B an entry.
+        assert_eq!(misses, vec!["get hit, 1 M resident, 1 thread, tick 15 s: ≥ 1.0× papaya".to_string()], "{table}");
+        assert!(table.contains("| 0.67× | ≥ 1.0× papaya | **missed** |"), "{table}");
+        assert!(table.contains("| 1.25× | ≥ 1.0× papaya | met |"), "{table}");
+        assert!(table.contains("| 90.0 B | 80.0 B | 260.0 B |"), "{table}");
+    }
+
+    #[test]
+    fn without_peers_there_is_no_peer_table() {
+        let mut misses = Vec::new();
+        assert_eq!(peer_table(&config(), &Figures::default(), &mut misses), "");
+        assert!(misses.is_empty());
     }
 }
