@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use download_buffer::{BufferId, Bytes};
+use download_buffer::{BufferId, Bytes, DownloadBuffer, ManualClock};
 use download_buffer_tools::{key, measure, pick, pipeline_round, run_for, Failures, Store};
 
 use crate::histogram::Histogram;
@@ -155,9 +155,25 @@ pub struct Figures {
     pub memory: Both<Memory>,
     /// papaya and moka, on the same workloads.
     pub peers: Vec<PeerFigures>,
+    /// Lockfree's janitor: its work per entry, the serial share of every set.
+    pub janitor: JanitorCost,
     /// Failed checks; empty when all passed.
     pub problems: Vec<String>,
     pub wall: Duration,
+}
+
+/// What lockfree's one janitor spends per entry, in nanoseconds, timed over whole runs on
+/// a manual buffer whose clock only the phase moves (so no run is cut short).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JanitorCost {
+    /// Per new entry it files into the wheel: every `set` of a new key costs this much of
+    /// the one janitor, so `1e9 / filed` bounds the sets per second of the whole process.
+    pub filed: f64,
+    /// Per removed entry it takes from the unlinked intake and lets go of.
+    pub retired: f64,
+    /// Per entry it expires (claims, unlinks, defers the drop of).
+    pub expired: f64,
+    pub entries: u64,
 }
 
 /// A peer's figures: the same phases as ours, without the janitor's settings (a peer has
@@ -255,6 +271,8 @@ pub fn run(config: &CompareConfig) -> Result<Figures, String> {
         figures.latency = peer_latency_phase(config, peer, timer_overhead.0, &progress, &mut problems)?;
     }
 
+    let janitor = janitor_phase(config, &progress, &mut problems)?;
+
     progress.step("done");
     Ok(Figures {
         cpus: thread::available_parallelism().map_or(0, |n| n.get()),
@@ -268,6 +286,7 @@ pub fn run(config: &CompareConfig) -> Result<Figures, String> {
         latency: Both { lockfree: lockfree_latency, rwlock: rwlock_latency },
         memory: Both { lockfree: lockfree_memory, rwlock: rwlock_memory },
         peers: peer_figures,
+        janitor,
         problems,
         wall: progress.elapsed(),
     })
@@ -309,6 +328,64 @@ fn resident_phase(
     let get_hit = get_hit_scaling(config, contender.name, &what, &*buffer, progress, problems)?;
     drop(buffer);
     Ok((Memory { bytes_per_entry, peak: heap::peak() - start }, get_hit))
+}
+
+/// Lockfree's janitor's cost per entry: `resident` sets filed in one run, then removed and
+/// retired in one, then set again and expired (in runs of the default budget).
+fn janitor_phase(
+    config: &CompareConfig,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> Result<JanitorCost, String> {
+    progress.step(&format!("lockfree: the janitor's cost per entry, {} entries", config.resident));
+    let entries = config.resident;
+    let clock = ManualClock::new();
+    let buffer = DownloadBuffer::builder(config.tick, config.expire)
+        .clock(clock.clone())
+        .manual()
+        .build()
+        .map_err(|error| format!("lockfree: cannot build the janitor phase's buffer: {error}"))?;
+    let timed_runs = |want: u64, count: fn(&download_buffer::JanitorRun) -> usize| {
+        let (mut done, mut spent) = (0u64, Duration::ZERO);
+        while done < want {
+            let start = Instant::now();
+            let run = buffer.run_janitor();
+            spent += start.elapsed();
+            let counted = count(&run) as u64;
+            if counted == 0 && !run.more_due {
+                break;
+            }
+            done += counted;
+        }
+        (done, nanos(spent) as f64 / want.max(1) as f64)
+    };
+    let fill = || {
+        for n in 0..entries {
+            buffer.set(key(n), Bytes::new());
+        }
+    };
+    fill();
+    let (filed, filed_ns) = timed_runs(entries, |run| run.filed);
+    for n in 0..entries {
+        if buffer.fetch_and_delete(&key(n)).is_err() {
+            problems.push(format!("lockfree: janitor phase: entry {n} missing"));
+            break;
+        }
+    }
+    let (retired, retired_ns) = timed_runs(entries, |run| run.retired);
+    fill();
+    timed_runs(entries, |run| run.filed);
+    clock.advance(config.expire + config.tick);
+    let (expired, expired_ns) = timed_runs(entries, |run| run.expired);
+    for (what, got) in [("filed", filed), ("retired", retired), ("expired", expired)] {
+        if got != entries {
+            problems.push(format!("lockfree: janitor phase: {got} of {entries} entries {what}"));
+        }
+    }
+    if !buffer.is_empty() {
+        problems.push(format!("lockfree: janitor phase: {} entries left after the expiry", buffer.len()));
+    }
+    Ok(JanitorCost { filed: filed_ns, retired: retired_ns, expired: expired_ns, entries })
 }
 
 /// The unsynchronized floor: `HashMap<BufferId, Bytes, ahash::RandomState>` (the hasher the

@@ -28,6 +28,8 @@ const BYTES_PER_ENTRY_AIM: f64 = 96.0;
 const VS_PAPAYA: f64 = 1.0;
 /// Heap bytes per entry, empty values: at most this (issue 14; papaya's + 10 is the aim).
 const BYTES_PER_ENTRY_PEER_LIMIT: f64 = 96.0;
+/// The sets per second one janitor must keep up with (issue 14: the serial share).
+const JANITOR_CEILING_TARGET: f64 = 100e6;
 /// Latency samples each implementation should record for a trustworthy p99.9.
 const MIN_SAMPLES: u64 = 1_000_000;
 
@@ -72,6 +74,7 @@ pub fn build(config: &CompareConfig, figures: &Figures) -> Report {
     let mut rows = throughput_rows(config, figures, &mut misses);
     rows.extend(latency_rows(config, figures, &mut misses));
     rows.extend(memory_rows(config, figures, &mut misses));
+    rows.extend(janitor_rows(figures, &mut misses));
     let peers = peer_table(config, figures, &mut misses);
     let markdown = markdown(config, figures, &rows, &peers, &misses);
     Report { markdown, svg: svg(config, figures), misses }
@@ -227,6 +230,36 @@ fn memory_rows(config: &CompareConfig, figures: &Figures, misses: &mut Vec<Strin
             mib(memory.rwlock.peak),
             ratio_text(memory.lockfree.peak as f64, memory.rwlock.peak as f64),
         ),
+    ]
+}
+
+/// Lockfree's janitor: the serial share of every set (rwlock has no such stage: its sets
+/// take the write lock instead).
+fn janitor_rows(figures: &Figures, misses: &mut Vec<String>) -> Vec<Row> {
+    let janitor = figures.janitor;
+    if janitor.entries == 0 {
+        return Vec::new();
+    }
+    let ceiling = 1e9 / janitor.filed;
+    let per_entry = |what: &str, ns: f64| {
+        Row::new(
+            format!("janitor: ns per entry {what}, {}", count(janitor.entries)),
+            format!("{ns:.1} ns"),
+            "—".into(),
+            "—".into(),
+        )
+    };
+    vec![
+        per_entry("filed", janitor.filed),
+        Row::new(
+            "janitor: the sets per second one janitor can file (1 / filed)".into(),
+            rate(ceiling),
+            "—".into(),
+            "—".into(),
+        )
+        .target(&format!("≥ {}", rate(JANITOR_CEILING_TARGET)), ceiling >= JANITOR_CEILING_TARGET, "", misses),
+        per_entry("retired (removed)", janitor.retired),
+        per_entry("expired", janitor.expired),
     ]
 }
 
