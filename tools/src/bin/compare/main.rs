@@ -150,6 +150,8 @@ fn parse_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Pars
 
 fn main() -> ExitCode {
     // Counting only where the report measures memory; the throughput phases never pay for it.
+    // The phases run on this thread, the process's first.
+    heap::count_the_first_thread();
     heap::set_tracking(false);
     let config = match parse_args(std::env::args_os().skip(1)) {
         Ok(Parsed::Run(config)) => config,
