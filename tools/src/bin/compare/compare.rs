@@ -14,7 +14,7 @@
 //! 4. **Pipeline and mix** (heap tracking off: every pipeline round allocates).
 //! 5. **Latency phase**: a buffer whose janitor runs every 10 ms over `resident` entries; one
 //!    thread times individual gets into a [`Histogram`], then get hits run on 1 and 2 threads
-//!    at that cadence too.
+//!    at that cadence too, then 2 s of pipeline churn ([`CHURN`]) and the timed gets again.
 //!
 //! The peers (papaya, moka: `crate::PEERS`) go through phases 2, 4 (the pipeline) and 5 (the
 //! timed gets, with no janitor of ours) after both of ours, for the report's second table.
@@ -71,6 +71,9 @@ pub const LATENCY_EXPIRE: Duration = Duration::from_secs(600);
 pub const MIX_RESIDENT: u64 = 100_000;
 /// The value every pipeline and mix `set` stores (a reference-count bump per copy).
 const PAYLOAD: &[u8; 64] = &[7; 64];
+/// Pipeline churn on a latency-phase buffer before its gets are timed again: the issue's
+/// "after 2 s of pipeline churn" (fresh entries allocated and freed beside the resident ones).
+pub const CHURN: Duration = Duration::from_secs(2);
 /// Timer calls to calibrate with: enough for a stable median, a few milliseconds.
 const CALIBRATION_PAIRS: u32 = 1_000_000;
 /// Wait after filling a latency-phase buffer, so that lockfree's first janitor run (which
@@ -152,6 +155,8 @@ pub struct Figures {
     pub mix: Both<f64>,
     pub floor: Floor,
     pub latency: Both<Latency>,
+    /// The same gets after [`CHURN`] of the pipeline on the same buffer.
+    pub latency_after_churn: Both<Latency>,
     pub memory: Both<Memory>,
     /// papaya and moka, on the same workloads.
     pub peers: Vec<PeerFigures>,
@@ -184,6 +189,7 @@ pub struct PeerFigures {
     pub get_hit: Scaling,
     pub pipeline: Scaling,
     pub latency: Latency,
+    pub latency_after_churn: Latency,
     pub memory: Memory,
 }
 
@@ -263,12 +269,13 @@ pub fn run(config: &CompareConfig) -> Result<Figures, String> {
         rwlock: mix_phase(config, &contenders.rwlock, &progress, &mut problems)?,
     };
 
-    let (lockfree_latency, lockfree_busy) =
+    let (lockfree_latency, lockfree_busy, lockfree_churned) =
         latency_phase(config, &contenders.lockfree, timer_overhead.0, &progress, &mut problems)?;
-    let (rwlock_latency, rwlock_busy) =
+    let (rwlock_latency, rwlock_busy, rwlock_churned) =
         latency_phase(config, &contenders.rwlock, timer_overhead.0, &progress, &mut problems)?;
     for (peer, figures) in peers.iter().zip(&mut peer_figures) {
-        figures.latency = peer_latency_phase(config, peer, timer_overhead.0, &progress, &mut problems)?;
+        (figures.latency, figures.latency_after_churn) =
+            peer_latency_phase(config, peer, timer_overhead.0, &progress, &mut problems)?;
     }
 
     let janitor = janitor_phase(config, &progress, &mut problems)?;
@@ -284,6 +291,7 @@ pub fn run(config: &CompareConfig) -> Result<Figures, String> {
         mix,
         floor,
         latency: Both { lockfree: lockfree_latency, rwlock: rwlock_latency },
+        latency_after_churn: Both { lockfree: lockfree_churned, rwlock: rwlock_churned },
         memory: Both { lockfree: lockfree_memory, rwlock: rwlock_memory },
         peers: peer_figures,
         janitor,
@@ -480,7 +488,7 @@ fn latency_phase(
     timer_overhead: u64,
     progress: &Progress,
     problems: &mut Vec<String>,
-) -> Result<(Latency, Scaling), String> {
+) -> Result<(Latency, Scaling, Latency), String> {
     progress.step(&format!("{}: filling {} entries, janitor every 10 ms", contender.name, config.resident));
     let buffer: Arc<dyn Store> =
         Arc::from(contender.build(contender.tick_for_period(LATENCY_JANITOR_PERIOD), LATENCY_EXPIRE)?);
@@ -488,21 +496,46 @@ fn latency_phase(
     let config = &CompareConfig { resident: latency.resident, ..config.clone() };
     let get_hit =
         get_hit_scaling(config, contender.name, "get hit, janitor every 10 ms", &*buffer, progress, problems)?;
-    Ok((latency, get_hit))
+    let after_churn = timed_gets_after_churn(config, contender.name, &*buffer, timer_overhead, progress, problems)?;
+    Ok((latency, get_hit, after_churn))
 }
 
 /// A peer's get latency over the same fill (no janitor of ours; moka's housekeeping runs
-/// within its calls).
+/// within its calls), quiet and after churn.
 fn peer_latency_phase(
     config: &CompareConfig,
     peer: &Contender,
     timer_overhead: u64,
     progress: &Progress,
     problems: &mut Vec<String>,
-) -> Result<Latency, String> {
+) -> Result<(Latency, Latency), String> {
     progress.step(&format!("{}: filling {} entries", peer.name, config.resident));
     let store: Arc<dyn Store> = Arc::from(peer.build(LATENCY_JANITOR_PERIOD, LATENCY_EXPIRE)?);
-    timed_gets_over_a_fill(config, peer.name, &store, timer_overhead, progress, problems)
+    let latency = timed_gets_over_a_fill(config, peer.name, &store, timer_overhead, progress, problems)?;
+    let config = &CompareConfig { resident: latency.resident, ..config.clone() };
+    let after_churn = timed_gets_after_churn(config, peer.name, &*store, timer_overhead, progress, problems)?;
+    Ok((latency, after_churn))
+}
+
+/// [`CHURN`] of the pipeline on one thread (fresh ids: every round allocates and frees an
+/// entry), then timed gets over the resident entries, which the churn left in place.
+fn timed_gets_after_churn(
+    config: &CompareConfig,
+    name: &str,
+    store: &dyn Store,
+    timer_overhead: u64,
+    progress: &Progress,
+    problems: &mut Vec<String>,
+) -> Result<Latency, String> {
+    progress.step(&format!("{name}: {} s of pipeline churn", CHURN.as_secs_f64()));
+    let payload = Bytes::from_static(PAYLOAD);
+    let failures = Failures::default();
+    measure(1, CHURN.as_secs_f64(), |thread, i| {
+        pipeline_round(store, pipeline_key(3, thread, i), &payload, &failures)
+    })?;
+    failures.report(problems, name, "churn before the timed gets", "rounds failed");
+    progress.step(&format!("{name}: get latency after the churn, {} s", config.latency_seconds));
+    Ok(timed_gets(config, name, store, config.resident, timer_overhead, problems))
 }
 
 /// Fills `store` from [`FILL_THREADS`] threads (up to [`FILL_LIMIT`]), lets it settle, and
@@ -525,13 +558,25 @@ fn timed_gets_over_a_fill(
     }
     thread::sleep(SETTLE);
     progress.step(&format!("{name}: get latency, {} s", config.latency_seconds));
+    Ok(timed_gets(config, name, &**store, resident, timer_overhead, problems))
+}
+
+/// Single gets of random keys among the first `resident`, timed for `latency_seconds`.
+fn timed_gets(
+    config: &CompareConfig,
+    name: &str,
+    store: &dyn Store,
+    resident: u64,
+    timer_overhead: u64,
+    problems: &mut Vec<String>,
+) -> Latency {
     let failures = Failures::default();
     let duration = Duration::from_secs_f64(config.latency_seconds);
     let switches_before = involuntary_switches();
-    let (histogram, elapsed) = time_gets(&**store, resident, duration, timer_overhead, &failures);
+    let (histogram, elapsed) = time_gets(store, resident, duration, timer_overhead, &failures);
     let preempted = involuntary_switches().zip(switches_before).map(|(after, before)| after.saturating_sub(before));
     failures.report(problems, name, "get latency", "gets missed");
-    Ok(Latency {
+    Latency {
         p50: histogram.quantile(0.5),
         p99: histogram.quantile(0.99),
         p999: histogram.quantile(0.999),
@@ -541,7 +586,7 @@ fn timed_gets_over_a_fill(
         preempted,
         seconds: elapsed.as_secs_f64(),
         resident,
-    })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

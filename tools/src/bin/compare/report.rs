@@ -166,6 +166,12 @@ fn latency_rows(config: &CompareConfig, figures: &Figures, misses: &mut Vec<Stri
         .filter(|(_, samples)| *samples < MIN_SAMPLES)
         .map(|(name, _)| *name)
         .collect();
+    let churned = figures.latency_after_churn;
+    let churn = format!("after {} s of pipeline churn", crate::compare::CHURN.as_secs());
+    let churned_row = |name: &str, pick: fn(&crate::compare::Latency) -> u64| {
+        let (a, b) = (pick(&churned.lockfree), pick(&churned.rwlock));
+        Row::new(format!("get latency {name}, {setting}, {churn}"), nanos(a), nanos(b), ratio_text(a as f64, b as f64))
+    };
     let samples_verdict = if short.is_empty() { "met".into() } else { format!("short: {}", short.join(", ")) };
     vec![
         row("p50", |l| l.p50),
@@ -177,6 +183,24 @@ fn latency_rows(config: &CompareConfig, figures: &Figures, misses: &mut Vec<Stri
             misses,
         ),
         row("max", |l| l.max).target(&format!("≤ {}", nanos(MAX_LIMIT_NS)), lockfree.max <= MAX_LIMIT_NS, "", misses),
+        churned_row("p99.9", |l| l.p999).target(
+            &format!("≤ {}", nanos(P999_LIMIT_NS)),
+            churned.lockfree.p999 <= P999_LIMIT_NS,
+            "",
+            misses,
+        ),
+        churned_row("max", |l| l.max).target(
+            &format!("≤ {}", nanos(MAX_LIMIT_NS)),
+            churned.lockfree.max <= MAX_LIMIT_NS,
+            "",
+            misses,
+        ),
+        Row::new(
+            format!("gets slower than {} / switches, after churn", nanos(crate::compare::SLOW_GET_NS)),
+            slow_and_preempted(&churned.lockfree),
+            slow_and_preempted(&churned.rwlock),
+            "—".into(),
+        ),
         Row {
             measure: format!(
                 "gets slower than {} / involuntary context switches of the timing thread",
@@ -340,6 +364,22 @@ fn peer_table(config: &CompareConfig, figures: &Figures, misses: &mut Vec<String
         None,
     );
     row(format!("get latency max, {resident} resident"), latency.max as f64, &|peer| peer.latency.max as f64, ns, None);
+    let churned = figures.latency_after_churn.lockfree;
+    let churn = format!("after {} s of pipeline churn", crate::compare::CHURN.as_secs());
+    row(
+        format!("get latency p99.9, {resident} resident, {churn}"),
+        churned.p999 as f64,
+        &|peer| peer.latency_after_churn.p999 as f64,
+        ns,
+        None,
+    );
+    row(
+        format!("get latency max, {resident} resident, {churn}"),
+        churned.max as f64,
+        &|peer| peer.latency_after_churn.max as f64,
+        ns,
+        None,
+    );
     let per_entry = figures.memory.lockfree.bytes_per_entry;
     row(
         "heap bytes per entry, empty values".into(),
