@@ -31,6 +31,7 @@ declare -A CATCHER=(
     [ring_checks_by_load]=lib:loom_
     [take_ignores_readers]=delete_get
     [take_after_claim]=janitor_remove
+    [set_if_absent_takes_after_claim]=janitor_set_if_absent
 )
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && mapfile -t variants < <(printf "%s\n" "${!CATCHER[@]}" | sort)

@@ -18,7 +18,7 @@ use crate::doorbell::{Doorbell, Rack};
 use crate::error::require_nonzero;
 use crate::intake::Intake;
 use crate::janitor::{Janitor, JanitorRun, JanitorStats, Listener, Parts};
-use crate::life::{Life, Touch};
+use crate::life::{Kill, Life, Touch};
 use crate::reclaim::{destroy_whole, release_janitor_hold, Taken};
 use crate::scheduler::{self, Registration};
 use crate::stats::{Stats, Tally};
@@ -379,11 +379,16 @@ where
     /// had claimed the entry before the replacement: the janitor then reads the value for
     /// the expiry listener, unleased (the `EXPIRED` a load sees here after the replacing
     /// read-modify-write is the claim's, if the claim came first; a claim after it fails).
-    fn retire_replaced(&self, replaced: Replaced<'_, K, V>, keep: usize, guard: &Guard) {
+    /// `killed_by_this_call`: the replacing call's own `kill_if_dead` claimed `old` dead
+    /// (`Kill::Killed`), so the `EXPIRED` it carries is not the janitor's.
+    fn retire_replaced(&self, replaced: Replaced<'_, K, V>, keep: usize, killed_by_this_call: bool, guard: &Guard) {
         let old = replaced.old;
         self.weights.release(self.weight_of(old).saturating_sub(keep));
-        if !old.life.load().is_expired() {
-            // SAFETY: this call's replacing CAS marked `old`, and it is done reading it.
+        if killed_by_this_call || !old.life.load().is_expired() {
+            // SAFETY: this call's replacing CAS marked `old`, and it is done reading it; the
+            // janitor does not read it: it never claimed it (not expired), or this call's
+            // kill did, and then the janitor reads it only after a mark of its own, which
+            // would have made this call's replacement fail.
             drop(Taken::new(unsafe { old.take_value() }));
         }
         self.table.unlink_replaced(replaced, guard);
@@ -410,7 +415,7 @@ where
         self.weights.add(weight);
         let guard = epoch::pin();
         if let Inserted::Replaced(old) = self.link(new, weight, &guard, |_, _| true) {
-            self.retire_replaced(old, 0, &guard);
+            self.retire_replaced(old, 0, false, &guard);
         }
     }
 
@@ -423,8 +428,17 @@ where
         // that no touch that read the clock earlier revives it between this look and the
         // replacing CAS. The weight is counted once it decides to store (not before it
         // looks: a refused call must not hold room that a racing `try_set` is refused for).
+        // The entry this call claimed dead, if any (a retry may find it again, then dead
+        // before: the claim is still this call's).
+        let killed: Cell<*const Entry<K, V>> = Cell::new(std::ptr::null());
         let inserted = self.link(new, 0, &guard, |found, counted| {
-            let store = found.is_none_or(|old| old.life.kill_if_dead(now));
+            let store = found.is_none_or(|old| {
+                let kill = old.life.kill_if_dead(now);
+                if kill == Kill::Killed {
+                    killed.set(old);
+                }
+                kill.is_dead()
+            });
             if store && counted.get() == 0 && weight > 0 {
                 self.weights.add(weight);
                 counted.set(weight);
@@ -434,7 +448,12 @@ where
         match inserted {
             Inserted::New => true,
             Inserted::Replaced(old) => {
-                self.retire_replaced(old, 0, &guard);
+                // Broken on purpose under `loom_broken = "set_if_absent_takes_after_claim"`:
+                // takes the value although the janitor's claim came first (caught by loom
+                // model 14, janitor_set_if_absent).
+                let killed_by_this_call =
+                    std::ptr::eq(old.old, killed.get()) || cfg!(loom_broken = "set_if_absent_takes_after_claim");
+                self.retire_replaced(old, 0, killed_by_this_call, &guard);
                 true
             }
             Inserted::Refused => false,
@@ -473,7 +492,7 @@ where
             Inserted::Replaced(old) => {
                 // Counted: `needed` on top of the old entry's weight, which was at least
                 // `weight - needed`; the old weight goes, less what the new entry needs.
-                self.retire_replaced(old, weight - needed_at_publish, &guard);
+                self.retire_replaced(old, weight - needed_at_publish, false, &guard);
                 Ok(())
             }
             Inserted::Refused => {

@@ -138,6 +138,27 @@ pub(crate) enum Claim {
     Dead,
 }
 
+/// What [`Life::kill_if_dead`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kill {
+    /// Live (or pending): the `set_if_absent` refuses.
+    Live,
+    /// Dead, and this call's CAS claimed it: nobody else reads its value from here on (the
+    /// janitor's claim finds [`Claim::Dead`] and reads it only if its own mark wins, which
+    /// makes the set's replacement fail), so the set that replaces it may take the value.
+    Killed,
+    /// Dead for good already: claimed by the janitor (which may read the value for its
+    /// listener) or by an earlier look, or unlinked.
+    DeadBefore,
+}
+
+impl Kill {
+    /// Whether the entry is dead for good.
+    pub(crate) fn is_dead(self) -> bool {
+        self != Kill::Live
+    }
+}
+
 /// The atomic `life` word of an entry. See the module documentation.
 pub(crate) struct Life(AtomicU64);
 
@@ -268,10 +289,13 @@ impl Life {
 
     /// A `set_if_absent` that found this entry at wheel tick `now`: if it is dead then (past
     /// its deadline and not pending), claim it so, with the janitor's CAS, so that no touch
-    /// that read the clock earlier can revive it before the set replaces it. Returns whether
-    /// the entry is dead for good (claimed now or before, or unlinked); false if it is live.
-    pub(crate) fn kill_if_dead(&self, now: u64) -> bool {
-        !matches!(self.claim(now, || false), Claim::Refile(_))
+    /// that read the clock earlier can revive it before the set replaces it.
+    pub(crate) fn kill_if_dead(&self, now: u64) -> Kill {
+        match self.claim(now, || false) {
+            Claim::Refile(_) => Kill::Live,
+            Claim::Expired => Kill::Killed,
+            Claim::Dead | Claim::Gone => Kill::DeadBefore,
+        }
     }
 
     /// The janitor takes the entry from the intake of new entries. Returns the state
@@ -384,13 +408,13 @@ mod tests {
     fn set_if_absent_kills_only_dead_entries_and_no_touch_revives_them() {
         let scale = scale();
         let life = Life::new(scale.deadline_after_touch(0), true); // deadline: tick 100
-        assert!(!life.kill_if_dead(99), "live at tick 99");
+        assert_eq!(life.kill_if_dead(99), Kill::Live, "live at tick 99");
         assert!(life.load().is_live(999 * MS, &scale));
-        assert!(life.kill_if_dead(100), "dead from its deadline on");
+        assert_eq!(life.kill_if_dead(100), Kill::Killed, "dead from its deadline on, claimed by this look");
         assert_eq!(life.touch(500 * MS, &scale), Touch::Dead, "a touch that read the clock earlier comes too late");
-        assert!(life.kill_if_dead(100), "dead for good");
+        assert_eq!(life.kill_if_dead(100), Kill::DeadBefore, "dead for good, claimed before");
         assert_eq!(life.claim(100, || false), Claim::Dead, "the janitor removes it as garbage");
-        assert!(!pending(10).kill_if_dead(50), "pending: live whatever its deadline");
+        assert_eq!(pending(10).kill_if_dead(50), Kill::Live, "pending: live whatever its deadline");
     }
 
     #[test]

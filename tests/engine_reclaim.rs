@@ -281,6 +281,31 @@ fn leased_values_are_dropped_by_their_remover_at_once_and_handed_over_without_a_
 }
 
 #[test]
+fn set_if_absent_drops_the_dead_leased_value_it_replaces_at_once() {
+    isolated(|| {
+        let ledger = Ledger::new(1_000);
+        let (map, clock) = leased_map(None);
+        map.set(0, ledger.value(0));
+        map.set(1, ledger.value(1));
+        map.run_janitor();
+        clock.advance(ms(1200)); // both dead; no janitor run yet
+                                 // The set's own look claims key 0 dead: nobody else reads that value again, so the
+                                 // replacement takes it and drops it on the spot (no epoch advance, no janitor run).
+        assert!(map.set_if_absent(0, ledger.value(100)));
+        assert_eq!(ledger.live(), 2, "key 1's dead value and the new one, nothing else");
+        map.get(&0).expect("stored").assert_intact(100);
+        assert_eq!(ledger.cloned.load(Ordering::SeqCst), 1, "only the get cloned");
+        // Key 1 expires in a janitor run; a set_if_absent after it stores beside nothing.
+        assert_eq!(map.run_janitor().expired, 1);
+        assert_eq!(ledger.live(), 1, "the expiring run dropped key 1's leased value");
+        assert!(map.set_if_absent(1, ledger.value(101)));
+        assert_eq!((map.len(), ledger.live()), (2, 2));
+        drop(map);
+        ledger.assert_each_dropped_once();
+    })
+}
+
+#[test]
 fn the_expiry_listener_is_lent_a_leased_value_it_can_clone() {
     isolated(|| {
         let ledger = Ledger::new(1_000);
