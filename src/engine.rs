@@ -733,11 +733,16 @@ impl Pacing {
         match run.next() {
             // Not after a skipped run (another run held the janitor's lock): that run may
             // have taken its intakes before a push that rang the bell this run answered.
-            // Nor while the janitor's removals may still wait for the epoch: the next
-            // runs push it on (crate::sweep).
+            // Nor, while the janitor's removals may still wait for the epoch, much past its
+            // tick: the next runs push it on, backing off while a thread stays pinned
+            // (crate::sweep).
             Next::OnTick if self.sleeps && !run.skipped => match run.next_due_in {
                 Some(due_in) if due_in <= self.period => Next::OnTick,
-                _ if run.sweeping => Next::OnTick,
+                _ if run.sweeping && run.sweep_misses == 0 => Next::OnTick,
+                due_in if run.sweeping => {
+                    let backoff = self.period.saturating_mul(1 << run.sweep_misses.min(16));
+                    Next::After(due_in.unwrap_or(MAX_SLEEP).min(backoff).min(MAX_SLEEP))
+                }
                 due_in => Next::After(due_in.unwrap_or(MAX_SLEEP).min(MAX_SLEEP)),
             },
             next => next,

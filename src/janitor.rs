@@ -71,6 +71,9 @@ pub struct JanitorRun {
     /// manual-mode embedder keeps running the janitor at its tick meanwhile (the janitor
     /// thread does).
     pub sweeping: bool,
+    /// While sweeping: the runs since the latest removals whose flushes could not free them
+    /// (a thread stays pinned); the janitor thread doubles its wait that many times.
+    pub(crate) sweep_misses: u32,
 }
 
 impl JanitorRun {
@@ -298,6 +301,7 @@ where
             // times a second kept two cores busy).
             // Unless earlier removals may still wait for the epoch (crate::sweep).
             report.sweeping = self.sweep.chase();
+            report.sweep_misses = self.sweep.misses();
             wheel.advance_to(now);
             report.timers = wheel.len();
             report.next_due_in = next_due_in(wheel, scale, started);
@@ -386,6 +390,7 @@ where
         } else {
             self.sweep.chase()
         };
+        report.sweep_misses = self.sweep.misses();
         report
     }
 
@@ -420,7 +425,7 @@ where
     /// 5. `stopped`: every later run is skipped.
     ///
     /// Callers need nothing from the janitor to judge an entry (they read the clock), so
-    /// deadlines hold as before; only the sweeping ends. Never waits: if a run is in
+    /// deadlines hold as before; only the expiring ends. Never waits: if a run is in
     /// progress (another thread's manual run, or this very thread, when a destructor calls
     /// `done` during a run), that run makes the last run as it finishes.
     pub(crate) fn stop<S: std::hash::BuildHasher>(&self, parts: &Parts<'_, K, V, S>) {
@@ -450,6 +455,9 @@ where
             take_fresh(wheel, parts.fresh, &mut report);
             take_unlinked(wheel, parts.table, &mut report);
         });
+        // Once more for removals the epoch was held back on (no later run will chase them;
+        // the map's drop drains the epoch's queue in any case).
+        self.sweep.chase();
         // From here on, removers retire entries themselves.
         parts.table.mark_janitor_gone();
         self.stopped.store(true, Ordering::Release);

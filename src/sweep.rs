@@ -9,17 +9,22 @@
 //! quiet server, for hours.
 //!
 //! So the run also defers a *mark* behind what it deferred: a numbered note that the
-//! epoch runs after everything the janitor's thread deferred before it (the epoch's queue
-//! is first in, first out). Until the latest mark has run, each later run, idle or not,
-//! flushes again ([`EpochSweep::chase`]), and the janitor thread does not sleep past its
-//! next tick. A thread pinned for good would keep it flushing once a tick, the cost of a
-//! busy map, never more.
+//! epoch runs once it has taken off its queue everything the janitor's thread deferred
+//! before it (the epoch's queue is first in, first out). Until the latest mark has run, each
+//! later run, idle or not, flushes again ([`EpochSweep::chase`]), and the janitor thread
+//! does not sleep past its next tick, backing off while the chases make no progress: a
+//! thread pinned for good costs each map that removed something before it one short chase
+//! per wake, the wakes doubling in interval up to the 10 s a map sleeps anyway.
 //!
 //! Under loom no mark is deferred: the models would explore each extra pin, and what they
 //! check (who frees what) does not depend on when the epoch advances.
 
 use crate::sync::epoch;
 use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
+
+/// The flushes a chase makes at most: two advances free the mark's bag, and a few more
+/// collect the bags queued before it (8 a flush); a larger backlog takes a few runs.
+const CHASE_FLUSHES: u32 = 4;
 
 /// The janitor's record of its marks. Written only by the run holding the janitor's
 /// try-lock; the epoch writes `ran`, from whichever thread runs the mark.
@@ -29,33 +34,33 @@ pub(crate) struct EpochSweep {
     /// The highest mark the epoch has run. Shared with the marks, which may run after the
     /// janitor is gone.
     ran: Arc<AtomicU64>,
-    /// The flushes a chase makes: as many as the run that sent the mark made.
-    flushes: AtomicU32,
+    /// Chases since the latest mark that ended with it still queued (a thread stays
+    /// pinned): the janitor thread backs off by that many doublings of its period.
+    misses: AtomicU32,
 }
 
 impl EpochSweep {
     pub(crate) fn new() -> EpochSweep {
-        EpochSweep { sent: AtomicU64::new(0), ran: Arc::new(AtomicU64::new(0)), flushes: AtomicU32::new(0) }
+        EpochSweep { sent: AtomicU64::new(0), ran: Arc::new(AtomicU64::new(0)), misses: AtomicU32::new(0) }
     }
 
     /// After a run that removed `removed` entries (its deferred drops queued on this
-    /// thread): defers a mark behind them and flushes. Each flush may advance the epoch
-    /// once and runs up to 8 bags (512) of deferred drops; two advances free a bag.
+    /// thread): defers a mark behind them and flushes until it has run, at most 3 times
+    /// plus once per 256 removed (each flush may advance the epoch once and collects up to
+    /// 8 bags, 512 deferred drops; two advances free a bag).
     pub(crate) fn after_removals(&self, removed: usize) {
         let flushes = 3 + (removed / 256).min(u32::MAX as usize - 3) as u32;
         if !cfg!(crossbeam_loom) {
             let mark = self.sent.load(Ordering::Relaxed) + 1;
             self.sent.store(mark, Ordering::Relaxed);
-            self.flushes.store(flushes, Ordering::Relaxed);
+            self.misses.store(0, Ordering::Relaxed);
             let ran = Arc::clone(&self.ran);
             // Two words: the closure is stored in the bag, not boxed.
             epoch::pin().defer(move || {
                 ran.fetch_max(mark, Ordering::Release);
             });
         }
-        for _ in 0..flushes {
-            epoch::pin().flush();
-        }
+        self.flush_while_pending(flushes);
     }
 
     /// Whether the latest mark has not run yet: the drops deferred before it may still be
@@ -64,14 +69,34 @@ impl EpochSweep {
         self.ran.load(Ordering::Acquire) < self.sent.load(Ordering::Relaxed)
     }
 
-    /// Flushes again if the latest mark has not run; returns whether it still has not.
+    /// Flushes again (a few times) if the latest mark has not run; returns whether it still
+    /// has not.
     pub(crate) fn chase(&self) -> bool {
         if !self.pending() {
             return false;
         }
-        for _ in 0..self.flushes.load(Ordering::Relaxed) {
-            epoch::pin().flush();
+        self.flush_while_pending(CHASE_FLUSHES);
+        let pending = self.pending();
+        if pending {
+            let misses = self.misses.load(Ordering::Relaxed);
+            self.misses.store(misses.saturating_add(1), Ordering::Relaxed);
         }
-        self.pending()
+        pending
+    }
+
+    /// Chases since the latest mark that ended with it still queued.
+    pub(crate) fn misses(&self) -> u32 {
+        self.misses.load(Ordering::Relaxed)
+    }
+
+    /// Flushes up to `flushes` times, stopping once the latest mark has run (without a mark,
+    /// under loom, all of them).
+    fn flush_while_pending(&self, flushes: u32) {
+        for _ in 0..flushes {
+            epoch::pin().flush();
+            if !cfg!(crossbeam_loom) && !self.pending() {
+                return;
+            }
+        }
     }
 }

@@ -237,8 +237,7 @@ fn a_consumed_payload_is_freed_when_its_consumer_drops_it() {
         // epoch has moved on. What may stay: the table's growth (its bucket segments, about
         // 200 bytes), and the epoch's own bookkeeping, a few of its 2 KiB bags of deferred
         // drops in flight (each collection defers the free of the queue nodes it pops).
-        // Janitor runs 1 ms apart, for up to 2 s: a thread pinned meanwhile holds the epoch
-        // back, as in a server between ticks.
+        // Janitor runs 1 ms apart, for up to 2 s (one run is enough on a quiet machine).
         const TABLE_GROWTH: isize = 1024;
         const EPOCH_BAGS: isize = 4 * 2072;
         const ALLOWED: isize = TABLE_GROWTH + EPOCH_BAGS;

@@ -69,7 +69,8 @@ fn counts_here() -> bool {
 
 impl Counting {
     fn grew(size: usize) {
-        if TRACKING.load(Ordering::Relaxed) && counts_here() {
+        // The role first: it must be decided at the first allocation, tracked or not.
+        if counts_here() && TRACKING.load(Ordering::Relaxed) {
             let now = LIVE.fetch_add(size as isize, Ordering::Relaxed) + size as isize;
             // Read before writing: the peak's line stays shared while the heap is below it.
             if now > PEAK.load(Ordering::Relaxed) {
@@ -82,7 +83,7 @@ impl Counting {
     }
 
     fn shrank(size: usize) {
-        if TRACKING.load(Ordering::Relaxed) && counts_here() {
+        if counts_here() && TRACKING.load(Ordering::Relaxed) {
             LIVE.fetch_sub(size as isize, Ordering::Relaxed);
             DEALLOCATIONS.fetch_add(1, Ordering::Relaxed);
             let _ = THREAD_NET_BYTES.try_with(|net| net.set(net.get() - size as isize));

@@ -365,7 +365,7 @@ fn janitor_phase(
             }
             done += counted;
         }
-        (done, nanos(spent) as f64 / want.max(1) as f64)
+        (done, nanos(spent) as f64 / done.max(1) as f64)
     };
     let fill = || {
         for n in 0..entries {

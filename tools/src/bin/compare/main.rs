@@ -28,7 +28,7 @@ The compare report: the same micro-workloads on lockfree and rwlock, printed as 
 table (throughput and ratios, get latency with the janitor every 10 ms, heap bytes per entry,
 peak heap) with a verdict for each target, then lockfree beside the peers papaya and moka
 (get hits, the pipeline, get latency, heap bytes per entry, with issue 14's targets), written
-to DIR/compare.md with a bar chart of ours in DIR/compare.svg. About 50 s with the defaults on
+to DIR/compare.md with a bar chart of ours in DIR/compare.svg. About 90 s with the defaults on
 a 2-core machine (longer when rwlock's gets stall behind its janitor). Progress goes to stderr.
 
 Usage: cargo run --release -p download-buffer-tools --bin compare -- [FLAGS]

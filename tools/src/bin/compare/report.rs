@@ -276,13 +276,19 @@ fn janitor_rows(figures: &Figures, misses: &mut Vec<String>) -> Vec<Row> {
     vec![
         per_entry("filed", janitor.filed),
         Row::new(
-            "janitor: the sets per second one janitor can file (1 / filed)".into(),
+            "janitor: the sets of new keys per second one janitor can file (1 / filed; the filing share only)".into(),
             rate(ceiling),
             "—".into(),
             "—".into(),
         )
         .target(&format!("≥ {}", rate(JANITOR_CEILING_TARGET)), ceiling >= JANITOR_CEILING_TARGET, "", misses),
         per_entry("retired (removed)", janitor.retired),
+        Row::new(
+            "janitor: pipeline rounds per second one janitor can serve (1 / (filed + retired))".into(),
+            rate(1e9 / (janitor.filed + janitor.retired)),
+            "—".into(),
+            "—".into(),
+        ),
         per_entry("expired", janitor.expired),
     ]
 }
