@@ -501,8 +501,8 @@ where
     /// grow), doubles the buckets if the load factor is exceeded. Sampling the table's own
     /// shard (not a thread-local count) makes short-lived writer threads grow it too.
     fn maybe_grow(&self, shard: usize) {
-        const CHECK_EVERY: usize = if cfg!(crossbeam_loom) { 1 } else { 64 };
-        if shard % CHECK_EVERY == 0 {
+        const CHECK_EVERY: usize = 64;
+        if cfg!(crossbeam_loom) || shard % CHECK_EVERY == 0 {
             let buckets = self.directory.bucket_count();
             if self.len.sum() > buckets.saturating_mul(LOAD_FACTOR) {
                 self.directory.grow(buckets);
