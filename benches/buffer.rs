@@ -14,7 +14,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
-use download_buffer::{Buffer, BufferId, Bytes, ChunkHandle, DownloadBuffer, ManualClock, RwLockBuffer};
+use download_buffer::{Buffer, BufferId, Bytes, DownloadBuffer, ManualClock, RwLockBuffer};
+use download_buffer_tools::{key as id, Moka, Papaya, Store};
 
 const THREADS: [usize; 4] = [1, 2, 4, 8];
 /// The chunkserver's tick for the buffers under load. (With a 10 ms tick the reference
@@ -26,68 +27,13 @@ const TICK: Duration = Duration::from_secs(15);
 const JANITOR_TICK: Duration = Duration::from_millis(80);
 const EXPIRE: Duration = Duration::from_secs(600);
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn id(n: u64) -> BufferId {
-    BufferId { handle: ChunkHandle(n as i64), timestamp: (n as i64).wrapping_mul(0x9E37_79B9) }
-}
-
-/// What the peer groups need of a store: the pipeline's three calls.
-trait Store: Send + Sync {
-    fn set(&self, id: BufferId, data: Bytes);
-    fn get(&self, id: &BufferId) -> Option<Bytes>;
-    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes>;
-}
-
-impl<B: Buffer + ?Sized> Store for B {
-    fn set(&self, id: BufferId, data: Bytes) {
-        Buffer::set(self, id, data)
-    }
-    fn get(&self, id: &BufferId) -> Option<Bytes> {
-        Buffer::get(self, id)
-    }
-    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes> {
-        Buffer::fetch_and_delete(self, id).ok()
-    }
-}
-
-/// papaya 0.2: a lock-free hash table, no expiry at all.
-struct Papaya(papaya::HashMap<BufferId, Bytes, ahash::RandomState>);
-
-impl Store for Papaya {
-    fn set(&self, id: BufferId, data: Bytes) {
-        self.0.pin().insert(id, data);
-    }
-    fn get(&self, id: &BufferId) -> Option<Bytes> {
-        self.0.pin().get(id).cloned()
-    }
-    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes> {
-        self.0.pin().remove(id).cloned()
-    }
-}
-
-/// moka 0.12, time-to-idle: the concurrent cache with expiry.
-struct Moka(moka::sync::Cache<BufferId, Bytes, ahash::RandomState>);
-
-impl Store for Moka {
-    fn set(&self, id: BufferId, data: Bytes) {
-        self.0.insert(id, data);
-    }
-    fn get(&self, id: &BufferId) -> Option<Bytes> {
-        self.0.get(id)
-    }
-    fn fetch_and_delete(&self, id: &BufferId) -> Option<Bytes> {
-        self.0.remove(id)
-    }
-}
-
 /// Ours and the peers, by name.
 fn stores() -> Vec<(&'static str, Arc<dyn Store>)> {
-    let moka = moka::sync::Cache::builder().time_to_idle(EXPIRE).build_with_hasher(ahash::RandomState::new());
     vec![
         ("lockfree", Arc::new(DownloadBuffer::new(TICK, EXPIRE).unwrap())),
         ("rwlock", Arc::new(RwLockBuffer::new(TICK, EXPIRE).unwrap())),
-        ("papaya", Arc::new(Papaya(papaya::HashMap::with_hasher(ahash::RandomState::new())))),
-        ("moka", Arc::new(Moka(moka))),
+        ("papaya", Arc::new(Papaya::new())),
+        ("moka", Arc::new(Moka::new(EXPIRE))),
     ]
 }
 

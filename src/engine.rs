@@ -22,8 +22,9 @@ use crate::life::{Kill, Life, Touch};
 use crate::reclaim::{destroy_whole, release_janitor_hold, Taken};
 use crate::scheduler::{self, Registration};
 use crate::stats::{Stats, Tally};
+use crate::sweep;
 use crate::sync::epoch::{self, Guard};
-use crate::sync::{Arc, AtomicBool, Ordering};
+use crate::sync::Arc;
 use crate::table::{new_entry, Entry, Inserted, Replaced, Table};
 use crate::ticker::Next;
 use crate::weights::{Weigher, Weights};
@@ -818,26 +819,7 @@ impl<K, V, S> Drop for Core<K, V, S> {
         // deferred now has run, so that (unless another thread stays pinned) everything
         // deferred before it has run too. Values still in another live thread's local bag
         // cannot be reached from here; see docs/design.md, "Reclamation".
-        drain_epoch_queue();
-    }
-}
-
-/// Flushes the epoch until a marker deferred now has run (bounded: a thread pinned forever
-/// elsewhere would hold it back indefinitely).
-fn drain_epoch_queue() {
-    const MAX_FLUSHES: usize = if cfg!(crossbeam_loom) { 8 } else { 100_000 };
-    let ran = Arc::new(AtomicBool::new(false));
-    {
-        let ran = Arc::clone(&ran);
-        let guard = epoch::pin();
-        guard.defer(move || ran.store(true, Ordering::Release));
-        guard.flush();
-    }
-    for _ in 0..MAX_FLUSHES {
-        if ran.load(Ordering::Acquire) {
-            return;
-        }
-        epoch::pin().flush();
+        sweep::drain_epoch_queue();
     }
 }
 

@@ -20,7 +20,7 @@
 //! check (who frees what) does not depend on when the epoch advances.
 
 use crate::sync::epoch;
-use crate::sync::{Arc, AtomicU32, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// The flushes a chase makes at most: two advances free the mark's bag, and a few more
 /// collect the bags queued before it (8 a flush); a larger backlog takes a few runs.
@@ -98,5 +98,25 @@ impl EpochSweep {
                 return;
             }
         }
+    }
+}
+
+/// Flushes the epoch until a marker deferred now has run (bounded: a thread pinned forever
+/// elsewhere would hold it back indefinitely). For the map's drop, which frees what the
+/// epoch still holds of it once, instead of chasing over later runs.
+pub(crate) fn drain_epoch_queue() {
+    const MAX_FLUSHES: usize = if cfg!(crossbeam_loom) { 8 } else { 100_000 };
+    let ran = Arc::new(AtomicBool::new(false));
+    {
+        let ran = Arc::clone(&ran);
+        let guard = epoch::pin();
+        guard.defer(move || ran.store(true, Ordering::Release));
+        guard.flush();
+    }
+    for _ in 0..MAX_FLUSHES {
+        if ran.load(Ordering::Acquire) {
+            return;
+        }
+        epoch::pin().flush();
     }
 }
