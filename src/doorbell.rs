@@ -165,7 +165,7 @@ mod tests {
                 .map(|key| {
                     let intake = loom::sync::Arc::clone(&intake);
                     loom::thread::spawn(move || {
-                        let entry = new_entry(key, key, key, Life::new(0, false), false);
+                        let entry = new_entry(key, key, Life::new(0, false), false);
                         // SAFETY: a fresh entry, on no intake; taken and freed below.
                         unsafe { intake.push(entry) };
                     })

@@ -354,10 +354,11 @@ where
         // Once the janitor is gone, nobody takes entries from the intake: they count as
         // taken already, so their unlinker retires them (see `Table::unlink`).
         let janitor_gone = self.table.janitor_gone();
-        let entry = new_entry(new.key, new.value, new.hash, Life::new(deadline, janitor_gone), new.leased);
+        let hash = new.hash;
+        let entry = new_entry(new.key, new.value, Life::new(deadline, janitor_gone), new.leased);
         let unpublished = Unpublished { entry, weights: &self.weights, counted: Cell::new(counted) };
         // SAFETY: a fresh `Box::into_raw` entry, unpublished, keyed with `self.table`'s hash.
-        let inserted = unsafe { self.table.insert(entry, guard, |found| admit(found, &unpublished.counted)) };
+        let inserted = unsafe { self.table.insert(entry, hash, guard, |found| admit(found, &unpublished.counted)) };
         if let Inserted::Refused = inserted {
             return inserted; // `unpublished` frees it and gives its weight back
         }

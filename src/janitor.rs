@@ -34,7 +34,7 @@ use crate::reclaim::{self, release_janitor_hold, Taken};
 use crate::sweep::EpochSweep;
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{fence, prefetch, AtomicBool, AtomicU64, Ordering, UnsafeCell};
-use crate::table::{Entry, Removal, Table};
+use crate::table::{Entry, Table};
 use crate::ticker::Next;
 use crate::weights::Weights;
 use crate::wheel::{self, Wheel};
@@ -328,7 +328,7 @@ where
                 match wheel.pop_due(now) {
                     Some(entry) => {
                         report.handled += 1;
-                        ahead.push(entry, table);
+                        ahead.push(entry, table, &guard);
                     }
                     None => stop_popping = true,
                 }
@@ -482,12 +482,9 @@ struct Lookahead<K, V> {
 /// Timers held ahead of the one being expired. The lags were tuned on 1 M-entry expiries
 /// (lags of 2, 3, 5, 8 and 10 entries: 8 was fastest, 2 slowest by 20%).
 const AHEAD: usize = 24;
-/// How many pushes after an entry's own its bucket is prefetched (by then the entry's line,
-/// which holds the split-order key naming the bucket, has arrived).
-const BUCKET_LAG: usize = 8;
-/// How many pushes after an entry's own the first node of its bucket's run is prefetched
-/// (by then the bucket, which points at that node, has arrived).
-const RUN_LAG: usize = 16;
+/// How many pushes after an entry's own its home slot is prefetched (by then the entry's
+/// line, which holds the hash naming the slot, has arrived).
+const SLOT_LAG: usize = 8;
 
 impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
     fn new() -> Self {
@@ -499,16 +496,14 @@ impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
     }
 
     /// Adds a handed-out timer, and moves the earlier ones' prefetches a step on.
-    fn push<S: std::hash::BuildHasher>(&mut self, timer: NonNull<Entry<K, V>>, table: &Table<K, V, S>) {
+    fn push<S: std::hash::BuildHasher>(&mut self, timer: NonNull<Entry<K, V>>, table: &Table<K, V, S>, guard: &Guard) {
         debug_assert!(!self.is_full());
         prefetch(timer.as_ptr());
         self.ring[self.pushed % AHEAD] = Some(timer);
-        for (lag, step) in [(BUCKET_LAG, Removal::Bucket), (RUN_LAG, Removal::Run)] {
-            if let Some(at) = self.pushed.checked_sub(lag).filter(|&at| at >= self.popped) {
-                let earlier = self.ring[at % AHEAD].expect("held timers are in the ring");
-                // SAFETY: held here, so handed out and not handled yet: alive (see `run_locked`).
-                table.prefetch_removal(unsafe { earlier.as_ref() }, step);
-            }
+        if let Some(at) = self.pushed.checked_sub(SLOT_LAG).filter(|&at| at >= self.popped) {
+            let earlier = self.ring[at % AHEAD].expect("held timers are in the ring");
+            // SAFETY: held here, so handed out and not handled yet: alive (see `run_locked`).
+            table.prefetch_removal(unsafe { earlier.as_ref() }, guard);
         }
         self.pushed += 1;
     }

@@ -79,6 +79,7 @@ mod life;
 mod reclaim;
 mod rwlock;
 mod scheduler;
+mod slots;
 mod stats;
 mod sweep;
 mod sync;

@@ -506,48 +506,39 @@ fn entries_removed_while_the_janitor_holds_them_ahead_are_left_to_their_remover(
 
 static PANIC_ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// A key whose `Eq` panics once, the first time it is asked while armed. All keys share a
-/// hash, so that every removal's unlinking search compares keys.
-#[derive(Debug, Clone, Copy)]
-struct Colliding(u64);
-
-impl std::hash::Hash for Colliding {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        0u64.hash(state);
+/// A weigher that panics once, the first time it is asked while armed (the janitor asks it
+/// as it removes an expired entry, to count the entry's weight out).
+fn weigher_panicking_once(_: &u64) -> usize {
+    if PANIC_ARMED.swap(false, Ordering::SeqCst) {
+        std::panic::resume_unwind(Box::new("intentional panic in the weigher"));
     }
+    8
 }
-
-impl PartialEq for Colliding {
-    fn eq(&self, other: &Colliding) -> bool {
-        if PANIC_ARMED.swap(false, Ordering::SeqCst) {
-            std::panic::resume_unwind(Box::new("intentional panic in a key's Eq"));
-        }
-        self.0 == other.0
-    }
-}
-
-impl Eq for Colliding {}
 
 #[test]
 fn a_panic_in_the_middle_of_an_expiry_strands_no_entry() {
     // The janitor holds due entries ahead of the one it handles; a panic while handling one
-    // (here from a key's `Eq`, asked as the janitor unlinks) must not leave the others off
-    // the wheel, where nothing would ever expire them.
+    // (here from the weigher, asked as the janitor removes it) must not leave the others off
+    // the wheel, where nothing would ever expire them, nor the removed one in the table.
     let clock = ManualClock::new();
-    let map = Builder::<Colliding, u64>::new(TICK, EXPIRE).clock(clock.clone()).manual().build().expect("valid");
+    let map = Builder::<u64, u64>::new(TICK, EXPIRE)
+        .clock(clock.clone())
+        .manual()
+        .weigher(weigher_panicking_once)
+        .build()
+        .expect("valid");
     for key in 0..100 {
-        map.set(Colliding(key), key);
+        map.set(key, key);
     }
     map.run_janitor();
-    // Key 0, first in the list, stays: every other removal's search passes it, comparing.
     advance_to(&clock, ms(500));
-    assert_eq!(map.get(&Colliding(0)), Some(0));
+    assert_eq!(map.get(&0), Some(0));
     advance_to(&clock, ms(1020));
     PANIC_ARMED.store(true, Ordering::SeqCst);
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| map.run_janitor()));
-    assert!(run.is_err(), "the key's Eq did not panic: {run:?}");
-    // The next runs expire the rest: the entry whose unlink panicked was claimed, removed and
-    // counted out already (a later search unlinks it); the others were filed again.
+    assert!(run.is_err(), "the weigher did not panic: {run:?}");
+    // The next runs expire the rest: the entry whose removal panicked was claimed, marked
+    // and taken out of the table as the panic unwound; the others were filed again.
     advance_to(&clock, ms(1040));
     let (_, expired) = run_until_idle(&map);
     assert_eq!(expired, 98, "{:?}", map.janitor_stats());
@@ -555,7 +546,7 @@ fn a_panic_in_the_middle_of_an_expiry_strands_no_entry() {
     advance_to(&clock, ms(1600));
     assert_eq!(run_until_idle(&map).1, 1);
     assert_eq!(map.len(), 0);
-    assert!((0..100).all(|key| map.get(&Colliding(key)).is_none()));
+    assert!((0..100).all(|key| map.get(&key).is_none()));
 }
 
 static PREDICATE_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
