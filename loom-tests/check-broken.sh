@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 declare -A CATCHER=(
     [relaxed_publish]=publish
     [remove_ignores_mark]=fetch_and_delete_race
-    [dummy_store]=growth
+    [copy_without_ticket]=lib:loom_a_removal_racing_a_migration
     [premature_free]=delete_get
     [touch_ignores_claim]=janitor_touch
     [janitor_blind_claim]=janitor_touch

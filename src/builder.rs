@@ -74,7 +74,7 @@ impl<K, V, S, T> Builder<K, V, S, T> {
         self
     }
 
-    /// Sizes the bucket directory for `entries` up front (the table grows on its own anyway).
+    /// Sizes the table for `entries` up front (it grows on its own anyway).
     pub fn initial_capacity(mut self, entries: usize) -> Self {
         self.settings.capacity = entries;
         self

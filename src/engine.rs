@@ -1,6 +1,7 @@
 //! [`ExpiringMap`]: the lock-free engine, generic over key, value and hasher.
 //!
-//! A split-ordered hash table ([`crate::table`]) holds the entries; each entry carries an
+//! A lock-free open-addressing hash table ([`crate::slots`], through [`crate::table`]) holds
+//! the entries; each entry carries an
 //! atomic `life` word ([`crate::life`]) with its deadline in wheel ticks. Every call reads
 //! the clock itself: a hit extends the deadline with one CAS on that word, and only when
 //! it would move by at least one tick; an entry past its deadline is never returned,
@@ -139,11 +140,10 @@ where
         let scale = TimeScale::new(settings.tick, settings.expire);
         let clock = settings.clock.unwrap_or_else(|| TimeSource::System(SystemClock::new()));
         let now = scale.ticks(clock.now());
-        let buckets = settings.capacity / 2;
         // What wakes the janitor thread for a sleeping map; manual mode has no thread to wake.
         let bell = (!settings.manual).then(|| Doorbell::new(Rack::process()));
         let core = Arc::new(Core {
-            table: Table::new(buckets, hasher, bell.clone()),
+            table: Table::new(settings.capacity, hasher, bell.clone()),
             fresh: Intake::new(bell.clone()),
             // A touch's deadline lies at most `expire + 1` ticks (one for rounding up) past
             // the tick it read; one more for the wheel lagging behind the clock. Later ones

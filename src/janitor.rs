@@ -466,8 +466,8 @@ where
 
 /// Due timers handed out ahead of the one being expired.
 ///
-/// Expiring an entry is a chain of cache misses: the entry, its bucket, the first node of
-/// the bucket's run (where the unlinking search starts). Popping [`AHEAD`] timers ahead
+/// Expiring an entry is a chain of cache misses: the entry, then its home slot (where the
+/// cleanup's walk starts), whose index the entry's key names. Popping [`AHEAD`] timers ahead
 /// lets each of those loads start while earlier entries are handled, so the misses
 /// overlap instead of adding up (docs/performance.md, "Expiry"). Only hints are issued:
 /// the entries are handled in the order the wheel handed them out, as without it.

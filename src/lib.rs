@@ -7,8 +7,8 @@
 //! a janitor drops them. Every implementation offers the [`Buffer`] trait and obeys the
 //! contract written there:
 //!
-//! - [`DownloadBuffer`]: the lock-free engine. A split-ordered hash table with
-//!   crossbeam-epoch reclamation holds the entries; a hit extends an entry's deadline with
+//! - [`DownloadBuffer`]: the lock-free engine. An open-addressing hash table with lock-free
+//!   incremental migrations and crossbeam-epoch reclamation holds the entries; a hit extends an entry's deadline with
 //!   one CAS on the entry; a janitor owning a hierarchical timing wheel expires what is due,
 //!   in work proportional to the entries due, never to the entries held. It is
 //!   [`ExpiringMap`] (generic over key, value and hasher) at `BufferId → Bytes`.

@@ -69,7 +69,8 @@ impl<T> Generation<T> {
     }
 
     /// A chunk to migrate: the next unclaimed one, or, once all are claimed, one not
-    /// finished yet (its claimer may be preempted); `None` when every chunk is finished.
+    /// finished yet (its claimer may be preempted); `None` when every chunk is finished
+    /// (by the count, or, while the count lags, by every chunk's flag).
     pub(crate) fn chunk_to_migrate(&self) -> Option<usize> {
         if self.claimed.load(Ordering::Relaxed) < self.chunks() {
             let chunk = self.claimed.fetch_add(1, Ordering::Relaxed);

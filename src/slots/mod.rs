@@ -425,13 +425,19 @@ where
     /// Migrates one chunk of `generation` (the root, which has a successor), and promotes
     /// the successor once every chunk is done.
     fn help_migrate(&self, generation: &Generation<T>, guard: &Guard) {
-        if let Some(chunk) = generation.chunk_to_migrate() {
-            for index in generation.chunk_range(chunk) {
-                self.finalize(generation, index, guard);
+        let done = match generation.chunk_to_migrate() {
+            Some(chunk) => {
+                for index in generation.chunk_range(chunk) {
+                    self.finalize(generation, index, guard);
+                }
+                generation.finish_chunk(chunk);
+                generation.is_migrated()
             }
-            generation.finish_chunk(chunk);
-        }
-        if generation.is_migrated() {
+            // Every chunk is done (the count of finished chunks may lag their flags: a
+            // finisher between its flag and its count is not waited for).
+            None => true,
+        };
+        if done {
             let next = generation.next.load(Ordering::Acquire);
             let old = ptr::from_ref(generation).cast_mut();
             if self.root.compare_exchange(old, next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
@@ -494,6 +500,13 @@ where
         // SAFETY: read from a frozen slot while pinned; the item leaves the table only
         // after that slot is finalized.
         let links = unsafe { (*item).slot_links() };
+        if cfg!(loom_broken = "copy_without_ticket") {
+            // Broken on purpose: every copier copies, into its own reservation.
+            // SAFETY: as above.
+            let index = self.reserve(next, self.hash(unsafe { (*item).key() }))?;
+            let _ = next.slots[index].compare_exchange(reserved(), item_word(item, tag), PUBLISH, Ordering::Acquire);
+            return Some(Some(index));
+        }
         let seen = links.ticket.load(Ordering::Acquire);
         let copied_to = match decided(seen, next.id) {
             Some(copied_to) => copied_to,
@@ -754,7 +767,7 @@ impl<T: Slotted, R: Release<T>, S> Drop for Slots<T, R, S> {
     /// Destroys every item still in the table, once each (an item a migration copied is
     /// destroyed where its copy landed), and frees the generations.
     fn drop(&mut self) {
-        let mut generation = *self.root.get_mut();
+        let mut generation = self.root.load(Ordering::Acquire);
         while !generation.is_null() {
             // SAFETY: `&mut self`: no other thread is in the table; generations are boxes.
             let current_generation = unsafe { Box::from_raw(generation) };
