@@ -374,8 +374,8 @@ where
     }
 
     /// After a replacing set: gives back the weight of the entry it replaced (beyond
-    /// `keep`, which the new entry took over), then unlinks that entry (a search, which
-    /// asks `K: Eq`: last, so that a panic there leaves nothing unaccounted for).
+    /// `keep`, which the new entry took over), then cleans that entry's slot (last: the
+    /// accounting comes first).
     ///
     /// A leased old value is dropped here, at once, if no reader is in, unless the janitor
     /// had claimed the entry before the replacement: the janitor then reads the value for
@@ -807,7 +807,7 @@ impl<K, V, S> Drop for Core<K, V, S> {
     /// Lets go of the entries only the intake of new entries holds; the table frees the rest.
     fn drop(&mut self) {
         // New entries the janitor never took: for those already unlinked, let go of the
-        // janitor's hold; the others are still linked and freed with the list.
+        // janitor's hold; the others are still in the table and freed with it.
         self.fresh.take_all(|entry| {
             // SAFETY: `&mut self`: no other thread; intake entries are alive.
             if unsafe { (*entry).life.load() }.is_unlinked() {

@@ -535,9 +535,8 @@ fn take_fresh<K, V>(wheel: &mut Wheel<Entry<K, V>>, fresh: &Intake<K, V>, report
         // Filed at its deadline (if it is still inheriting one, that is a lower bound: the
         // claim looks again). One already due is filed at the next tick, to be handed out by
         // this run's loop if the run's time is past that tick, else by the first run of the
-        // next wheel tick: deciding it here would run user code (the removal's weigher and
-        // `K: Eq`) outside the loop's panic guard, and a panic would drop the rest
-        // of the intake.
+        // next wheel tick: deciding it here would run user code (the removal's weigher)
+        // outside the loop's panic guard, and a panic would drop the rest of the intake.
         // SAFETY: alive as above, and on no wheel list yet.
         unsafe { wheel.insert_later(timer, before.deadline()) };
         report.filed += 1;

@@ -43,8 +43,8 @@ fn contained(drop: impl FnOnce()) {
 
 /// A value its remover took out of the entry (`Entry::take_value`), if it took one. Dropped
 /// on the spot, with a destructor panic contained and counted as for the epoch's deferred
-/// drops, also when it is dropped by an unwinding (a panicking `K: Eq` in the unlinking
-/// search after the take): a second panic there would abort the process.
+/// drops, also when it is dropped by an unwinding (a panicking weigher or `V: Clone` after
+/// the take): a second panic there would abort the process.
 pub(crate) struct Taken<V>(Option<V>);
 
 impl<V> Taken<V> {

@@ -49,6 +49,8 @@ const MARK: usize = 1;
 const MIN_CAPACITY: usize = if cfg!(crossbeam_loom) { 4 } else { 64 };
 /// Slots a new generation keeps beyond its share, for writers storing while they help.
 const SLACK: usize = if cfg!(crossbeam_loom) { 2 } else { 64 };
+/// The size a churning table grows to even when little is live (32 KiB of slots).
+const PURGE_ROOM: usize = if cfg!(crossbeam_loom) { 8 } else { 1 << 12 };
 /// The most slots a capacity hint allocates up front.
 const MAX_INITIAL_CAPACITY: usize = 1 << 26;
 
@@ -374,8 +376,15 @@ where
         }
         // Room for what is live now twice over, plus what writers may store while they
         // help (one chunk each).
-        let live = self.len.sum().saturating_add(generation.chunks()).saturating_add(SLACK);
-        let capacity = live.saturating_mul(2).next_power_of_two().max(MIN_CAPACITY);
+        let live = self.len.sum();
+        let room = live.saturating_add(generation.chunks()).saturating_add(SLACK);
+        let mut capacity = room.saturating_mul(2).next_power_of_two().max(MIN_CAPACITY);
+        if live.saturating_mul(4) < generation.used.sum() {
+            // Mostly tombstones: a churning table (stores and removals of fresh keys). Grow
+            // it up to PURGE_ROOM slots anyway, so that purges come rarely: at the smallest
+            // size one came every 48 stores, and cost the 1-thread pipeline 45% of its speed.
+            capacity = capacity.max(generation.capacity().saturating_mul(2).min(PURGE_ROOM));
+        }
         let next = Box::into_raw(Box::new(Generation::new(generation.next_id(), capacity)));
         if generation.next.compare_exchange(ptr::null_mut(), next, Ordering::AcqRel, Ordering::Acquire).is_err() {
             // SAFETY: never published.
@@ -450,8 +459,10 @@ where
                         drop(Box::from_raw(retired.0));
                     })
                 };
-                // A whole slot array: worth sealing the bag now rather than after 64 more.
-                guard.flush();
+                if generation.capacity() >= PURGE_ROOM {
+                    // A large slot array: worth sealing the bag now rather than after 64 more.
+                    guard.flush();
+                }
             }
         }
     }
