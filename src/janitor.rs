@@ -71,6 +71,12 @@ pub struct JanitorRun {
     /// manual-mode embedder keeps running the janitor at its tick meanwhile (the janitor
     /// thread does).
     pub sweeping: bool,
+    /// Whether the table was still moving its entries into a new slot array after the run
+    /// (a migration: it grew, or purged removed keys' slots). Callers' writes move a few
+    /// slots each, and every run moves more, so a migration writers left behind ends; a
+    /// manual-mode embedder keeps running the janitor meanwhile (the janitor thread comes
+    /// back soon).
+    pub migrating: bool,
     /// While sweeping: the runs since the latest removals whose flushes could not free them
     /// (a thread stays pinned); the janitor thread doubles its wait that many times.
     pub(crate) sweep_misses: u32,
@@ -93,7 +99,7 @@ impl JanitorRun {
             Next::OnTick
         } else if self.more_due {
             Next::Now
-        } else if self.retired >= Self::HURRY_RETIRED {
+        } else if self.retired >= Self::HURRY_RETIRED || self.migrating {
             Next::Soon
         } else {
             Next::OnTick
@@ -126,6 +132,14 @@ const CLOCK_SLACK_NANOS: u64 = 1_000_000;
 /// Handed-out timers between two looks at the clock for the time limit (a clock read is
 /// ~25 ns; an expiry ~150-400 ns).
 const CLOCK_EVERY: usize = 64;
+
+/// Chunks of a migration (512 slots each) a run moves between two reads of the clock.
+const MIGRATION_BATCH: usize = 8;
+
+/// Batches of a migration one run moves at most (1 M slots: a few milliseconds), however
+/// much time it has left: a migration of a large table ends over several runs, and a
+/// [`ManualClock`](crate::ManualClock) nobody moves still bounds the run.
+const MIGRATION_BATCHES: usize = 256;
 
 /// Counters over the janitor's life.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -295,7 +309,7 @@ where
         let now = scale.ticks(started).max(wheel.elapsed());
         let stop_at = started.saturating_add(run_time_limit(scale));
         let mut report = JanitorRun { now, ..JanitorRun::default() };
-        if fresh.is_empty() && table.unlinked().is_empty() && !wheel.has_due(now) {
+        if fresh.is_empty() && table.unlinked().is_empty() && !wheel.has_due(now) && !table.may_be_migrating() {
             // Idle: nothing to take, nothing due. No pin and no epoch flush (a flush walks
             // every thread registered with the epoch: a thousand idle maps flushing ten
             // times a second kept two cores busy).
@@ -372,7 +386,9 @@ where
         report.more_due = wheel.has_due(now) && !forget;
         report.timers = wheel.len();
         wheel.advance_to(now);
-        if report.expired + report.retired > 0 {
+        let migrated = help_migration(table, clock, stop_at, &guard);
+        report.migrating = migrated == Some(true);
+        if report.expired + report.retired > 0 || migrated.is_some() {
             guard.flush();
         }
         drop(guard);
@@ -384,7 +400,7 @@ where
         report.next_due_in = next_due_in(wheel, scale, started);
         // Push the epoch on so that the values this run removed are freed now, not whenever
         // other threads happen to collect (crate::sweep).
-        report.sweeping = if report.expired + report.retired > 0 {
+        report.sweeping = if report.expired + report.retired > 0 || migrated.is_some() {
             self.sweep.after_removals(report.expired);
             self.sweep.pending()
         } else {
@@ -520,6 +536,30 @@ impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
 }
 
 /// Step 2: file new entries, or free those already unlinked.
+/// Moves a migration under way along: batches of chunks until the run's time is up (at
+/// least one batch), at most [`MIGRATION_BATCHES`]. `None` if none seemed under way; else
+/// whether one still is. A run that helped pushes the epoch on as it does after removals:
+/// the slot arrays of the generations it retired wait for it.
+fn help_migration<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    table: &Table<K, V, S>,
+    clock: &TimeSource,
+    stop_at: u64,
+    guard: &Guard,
+) -> Option<bool> {
+    if !table.may_be_migrating() {
+        return None;
+    }
+    for _ in 0..MIGRATION_BATCHES {
+        if !table.help_migration(MIGRATION_BATCH, guard) {
+            return Some(false);
+        }
+        if clock.now() >= stop_at {
+            break;
+        }
+    }
+    Some(true)
+}
+
 fn take_fresh<K, V>(wheel: &mut Wheel<Entry<K, V>>, fresh: &Intake<K, V>, report: &mut JanitorRun) {
     fresh.take_all(|entry| {
         // SAFETY: entries on the intake are alive: the janitor side has not let go of them.
@@ -637,6 +677,7 @@ mod tests {
         let quiet = JanitorRun { retired: JanitorRun::HURRY_RETIRED - 1, ..JanitorRun::default() };
         assert_eq!(quiet.next(), Next::OnTick);
         assert_eq!(JanitorRun { retired: JanitorRun::HURRY_RETIRED, ..quiet }.next(), Next::Soon);
+        assert_eq!(JanitorRun { migrating: true, ..quiet }.next(), Next::Soon);
         assert_eq!(JanitorRun { more_due: true, ..quiet }.next(), Next::Now);
         assert_eq!(JanitorRun { more_due: true, skipped: true, ..quiet }.next(), Next::OnTick);
     }

@@ -213,8 +213,9 @@ fn a_consumed_payload_is_freed_when_its_consumer_drops_it() {
         const SHELL_ALLOWANCE: isize = 512;
         let (buffer, _clock) = manual_buffer(ms(100), Duration::from_secs(3600));
         buffer.set(id(u64::MAX), Bytes::new()); // registers this thread with the epoch
-                                                // A churning table grows its slot array to 4096 slots (32 KiB) so that its purges of
-                                                // tombstones come rarely: let it get there before the baseline.
+
+        // A churning table grows its slot array to 4096 slots (32 KiB) so that its purges of
+        // tombstones come rarely: let it get there before the baseline.
         for round in 0..10_000u64 {
             buffer.set(id(u64::MAX - 1 - round), Bytes::new());
             buffer.fetch_and_delete(&id(u64::MAX - 1 - round)).expect("present");
@@ -268,5 +269,86 @@ fn a_consumed_payload_is_freed_when_its_consumer_drops_it() {
                 mine() - before
             }
         );
+    })
+}
+
+/// Sets fresh keys one at a time until one `set` allocates a slot array of at least
+/// `min_bytes`: that set started a migration into it, and no write has helped it since.
+/// Returns the keys set (0..n) and the new array's bytes.
+fn set_until_a_migration_starts(set: impl Fn(u64), min_bytes: isize) -> (u64, isize) {
+    for key in 0..10_000_000u64 {
+        let before = heap();
+        set(key);
+        let grew = heap() - before;
+        if grew >= min_bytes {
+            return (key + 1, grew);
+        }
+    }
+    panic!("no set allocated a slot array of {min_bytes} bytes");
+}
+
+/// The old slot array a migration into `new_array` bytes leaves: a table grows at least
+/// twofold, so the old one is at most half of it (less the new one's chunk flags).
+fn old_array_at_least(new_array: isize) -> isize {
+    new_array / 2 - new_array / 16
+}
+
+#[test]
+fn a_migration_writers_leave_behind_is_finished_by_janitor_runs() {
+    isolated(|| {
+        // Writers move a migration along a chunk per write; once they stop, only the
+        // janitor's runs do. Until it ends, both slot arrays are held and lookups may visit
+        // both. The migration here is one a single set started, with no write after it.
+        let (map, _clock) = manual_map::<u64, u64>(ms(100), Duration::from_secs(3600));
+        map.set(u64::MAX, 0); // registers this thread with the epoch
+        map.run_janitor();
+        let (keys, new_array) = set_until_a_migration_starts(|key| map.set(key, key), 256 * 1024);
+        let started = heap();
+        let mut runs = Vec::new();
+        for _ in 0..100 {
+            let run = map.run_janitor();
+            runs.push(run);
+            if !run.migrating && !run.sweeping {
+                break;
+            }
+        }
+        let freed = started - heap();
+        println!(
+            "a migration into {new_array} bytes of slots after {keys} sets: {} janitor runs, {freed} bytes freed",
+            runs.len()
+        );
+        assert!(!runs.last().unwrap().migrating, "still migrating after {} runs", runs.len());
+        let old_array = old_array_at_least(new_array);
+        assert!(freed >= old_array, "{freed} bytes freed, the old slot array was at least {old_array}");
+        assert_eq!(map.len(), keys as usize + 1);
+        for key in 0..keys {
+            assert_eq!(map.get(&key), Some(key), "key {key} lost in the migration");
+        }
+    })
+}
+
+#[test]
+fn the_janitor_thread_finishes_a_migration_writers_leave_behind() {
+    isolated(|| {
+        // As above, on the real clock with the janitor thread (its tick 10 ms): the old
+        // slot array is freed without any further call.
+        let map = download_buffer::ExpiringMap::<u64, u64>::builder(ms(10), Duration::from_secs(3600))
+            .build()
+            .expect("valid settings");
+        map.set(u64::MAX, 0);
+        let (keys, new_array) = set_until_a_migration_starts(|key| map.set(key, key), 256 * 1024);
+        let started = heap();
+        let old_array = old_array_at_least(new_array);
+        let start = Instant::now();
+        while started - heap() < old_array && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let freed = started - heap();
+        println!("janitor thread: {freed} bytes freed {:?} after the migration's start", start.elapsed());
+        assert!(freed >= old_array, "{freed} bytes freed in 5 s, the old slot array was at least {old_array}");
+        assert_eq!(map.len(), keys as usize + 1);
+        for key in 0..keys {
+            assert_eq!(map.get(&key), Some(key), "key {key} lost in the migration");
+        }
     })
 }

@@ -35,7 +35,7 @@ use word::{decode, frozen, frozen_empty, item_word, moved, reserved, tag_of, tom
 
 use crate::counter::Counter;
 use crate::sync::epoch::Guard;
-use crate::sync::{prefetch, AtomicPtr, AtomicU64, Ordering};
+use crate::sync::{prefetch, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 /// The ordering that publishes an item, in a slot or as a successor (AcqRel: Release for
 /// the readers, Acquire for what it replaces). Broken on purpose only under
@@ -133,6 +133,11 @@ pub(crate) struct Replaced<'g, T> {
 pub(crate) struct Slots<T: Slotted, R: Release<T>, S> {
     /// The oldest generation: the only one, or the one being migrated.
     root: AtomicPtr<Generation<T>>,
+    /// Successors published less generations promoted: non-zero while a migration may be
+    /// under way. A hint read without pinning ([`Slots::may_be_migrating`]); it may lag a
+    /// publication or a promotion for a moment (and wraps below zero while a promotion
+    /// overtakes its publisher's count).
+    migrations: AtomicUsize,
     len: Counter,
     release: R,
     /// Items do not store their hash (8 bytes an entry): removals and migrations hash the
@@ -191,7 +196,7 @@ impl<T: Slotted, R: Release<T>, S> Slots<T, R, S> {
     pub(crate) fn new(capacity: usize, hasher: S, release: R) -> Slots<T, R, S> {
         let slots = capacity.saturating_mul(2).next_power_of_two().clamp(MIN_CAPACITY, MAX_INITIAL_CAPACITY);
         let root = Box::into_raw(Box::new(Generation::new(1, slots)));
-        Slots { root: AtomicPtr::new(root), len: Counter::new(), release, hasher }
+        Slots { root: AtomicPtr::new(root), migrations: AtomicUsize::new(0), len: Counter::new(), release, hasher }
     }
 
     /// Items in the table (counted in after they are stored, out before their removal).
@@ -386,7 +391,9 @@ where
             capacity = capacity.max(generation.capacity().saturating_mul(2).min(PURGE_ROOM));
         }
         let next = Box::into_raw(Box::new(Generation::new(generation.next_id(), capacity)));
-        if generation.next.compare_exchange(ptr::null_mut(), next, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        if generation.next.compare_exchange(ptr::null_mut(), next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            self.migrations.fetch_add(1, Ordering::Release);
+        } else {
             // SAFETY: never published.
             drop(unsafe { Box::from_raw(next) });
         }
@@ -450,6 +457,7 @@ where
             let next = generation.next.load(Ordering::Acquire);
             let old = ptr::from_ref(generation).cast_mut();
             if self.root.compare_exchange(old, next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                self.migrations.fetch_sub(1, Ordering::Release);
                 let retired = Retired(old);
                 // SAFETY: no longer the root, so no thread pinned from now on reaches it;
                 // the closure frees only the generation (its slots array), never items.
@@ -753,13 +761,30 @@ where
 
     /// Helps the migration under way, if any, until its successor is the root.
     pub(crate) fn finish_migration(&self, guard: &Guard) {
-        loop {
+        while self.help_migration(usize::MAX, guard) {}
+    }
+
+    /// Whether a migration may be under way, read without pinning: a hint for a caller
+    /// deciding whether to pin and [`help_migration`](Self::help_migration). It may miss
+    /// one for the moment between its publication and its count.
+    pub(crate) fn may_be_migrating(&self) -> bool {
+        self.migrations.load(Ordering::Acquire) != 0
+    }
+
+    /// Migrates up to `chunks` chunks of the migration under way, if any (promoting each
+    /// successor whose predecessor is done, and going on into the next migration if one
+    /// started meanwhile). Returns whether a migration is still under way. Writers help
+    /// only while they write: this is how a migration left behind when they stop ends
+    /// (the janitor calls it).
+    pub(crate) fn help_migration(&self, chunks: usize, guard: &Guard) -> bool {
+        for _ in 0..chunks {
             let root = self.root(guard);
             if Self::next(root, guard).is_none() {
-                return;
+                return false;
             }
             self.help_migrate(root, guard);
         }
+        Self::next(self.root(guard), guard).is_some()
     }
 
     /// Warms the cache for a later removal of `item`: its home slot's line. A hint only.

@@ -144,6 +144,18 @@ where
         self.slots.for_each(guard, visit);
     }
 
+    /// Whether a migration may be under way (a hint read without pinning; see
+    /// `Slots::may_be_migrating`).
+    pub(crate) fn may_be_migrating(&self) -> bool {
+        self.slots.may_be_migrating()
+    }
+
+    /// Moves up to `chunks` chunks of the migration under way; whether one is still under
+    /// way after (see `Slots::help_migration`).
+    pub(crate) fn help_migration(&self, chunks: usize, guard: &Guard) -> bool {
+        self.slots.help_migration(chunks, guard)
+    }
+
     /// After `new` replaced `old` (its marking CAS done): `old`'s deadline, with every touch
     /// that reached it, goes to `new`, which stops pending. If `old` is pending itself, its
     /// own finisher does this when it has its deadline; and if `new` was replaced while
