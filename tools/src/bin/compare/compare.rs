@@ -339,7 +339,9 @@ fn resident_phase(
 }
 
 /// Lockfree's janitor's cost per entry: `resident` sets filed in one run, then removed and
-/// retired in one, then set again and expired (in runs of the default budget).
+/// retired in one, then set again and expired (in runs of the default budget). The table is
+/// sized for them up front: a migration that the fill started and left behind would be
+/// finished by these runs (janitor runs move migrations along) and counted as filing.
 fn janitor_phase(
     config: &CompareConfig,
     progress: &Progress,
@@ -351,6 +353,7 @@ fn janitor_phase(
     let buffer = DownloadBuffer::builder(config.tick, config.expire)
         .clock(clock.clone())
         .manual()
+        .initial_capacity(usize::try_from(entries).unwrap_or(usize::MAX))
         .build()
         .map_err(|error| format!("lockfree: cannot build the janitor phase's buffer: {error}"))?;
     let timed_runs = |want: u64, count: fn(&download_buffer::JanitorRun) -> usize| {
