@@ -15,10 +15,14 @@
 //!    of time ([`run_time_limit`]): an entry whose deadline moved is filed again; one that
 //!    is due is claimed with a CAS on its `life` word and removed from the table; the rest
 //!    of a mass expiry waits for the next run, which the janitor thread starts at once;
-//! 5. retires its own removals and pushes the epoch forward so that retired entries
+//! 5. moves a migration of the table under way along, if any, for what is left of its
+//!    time (at least a few thousand slots): writers help only while they write, so this is
+//!    how a migration they left behind ends and frees its old slot array;
+//! 6. retires its own removals and pushes the epoch forward so that retired entries
 //!    (and their values) are freed before the next run.
 //!
-//! A run that finds both intakes empty and nothing due stops after step 1, before pinning:
+//! A run that finds both intakes empty, nothing due and no migration under way stops after
+//! step 1, before pinning:
 //! an idle map's run flushes no epoch (a flush walks every thread registered with it).
 //!
 //! Nothing here ever blocks a caller: callers never wait for the janitor, and the janitor
@@ -328,8 +332,8 @@ where
         let mut expired = on_expire.map(|_| Expired::new());
         let mut stop_popping = false;
         let mut out_of_time = false;
-        // Caught so that a panic from user code here (the weigher and a key's `Eq`, asked as
-        // the janitor removes an entry; a custom clock) strands none of the entries held
+        // Caught so that a panic from user code here (the weigher and a key's `Hash`, asked
+        // as the janitor removes an entry; a custom clock) strands none of the entries held
         // ahead: off the wheel, they would never be expired. The janitor thread contains the panic
         // anyway; a manual caller sees it re-raised below.
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
@@ -386,9 +390,7 @@ where
         report.more_due = wheel.has_due(now) && !forget;
         report.timers = wheel.len();
         wheel.advance_to(now);
-        let migrated = help_migration(table, clock, stop_at, &guard);
-        report.migrating = migrated == Some(true);
-        if report.expired + report.retired > 0 || migrated.is_some() {
+        if report.expired + report.retired > 0 {
             guard.flush();
         }
         drop(guard);
@@ -396,10 +398,23 @@ where
             // Before `take_unlinked`: until then the janitor holds every entry it expired.
             self.notify(listener, expired);
         }
+        // After the listener, and caught: a migration rehashes keys (user code), and a
+        // panic there must not skip the run's bookkeeping below; it is raised again at the
+        // end (a panicking hash leaves the migration as it was: a copy hashes before it
+        // writes). What the migration hands off (entries whose removal it found done) is
+        // taken just below.
+        let migration =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| help_migration(table, clock, stop_at)));
+        let (migrated, migration_panic) = match migration {
+            Ok(migrated) => (migrated, None),
+            Err(panic) => (Some(true), Some(panic)),
+        };
+        report.migrating = migrated == Some(true);
         take_unlinked(wheel, table, &mut report);
         report.next_due_in = next_due_in(wheel, scale, started);
         // Push the epoch on so that the values this run removed are freed now, not whenever
-        // other threads happen to collect (crate::sweep).
+        // other threads happen to collect (crate::sweep); the slot arrays a migration
+        // retired wait for the epoch too.
         report.sweeping = if report.expired + report.retired > 0 || migrated.is_some() {
             self.sweep.after_removals(report.expired);
             self.sweep.pending()
@@ -407,6 +422,9 @@ where
             self.sweep.chase()
         };
         report.sweep_misses = self.sweep.misses();
+        if let Some(panic) = migration_panic {
+            std::panic::resume_unwind(panic);
+        }
         report
     }
 
@@ -535,7 +553,6 @@ impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
     }
 }
 
-/// Step 2: file new entries, or free those already unlinked.
 /// Moves a migration under way along: batches of chunks until the run's time is up (at
 /// least one batch), at most [`MIGRATION_BATCHES`]. `None` if none seemed under way; else
 /// whether one still is. A run that helped pushes the epoch on as it does after removals:
@@ -544,22 +561,24 @@ fn help_migration<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
     table: &Table<K, V, S>,
     clock: &TimeSource,
     stop_at: u64,
-    guard: &Guard,
 ) -> Option<bool> {
     if !table.may_be_migrating() {
         return None;
     }
+    let guard = epoch::pin();
+    let mut migrating = true;
     for _ in 0..MIGRATION_BATCHES {
-        if !table.help_migration(MIGRATION_BATCH, guard) {
-            return Some(false);
-        }
-        if clock.now() >= stop_at {
+        migrating = table.help_migration(MIGRATION_BATCH, &guard);
+        if !migrating || clock.now() >= stop_at {
             break;
         }
     }
-    Some(true)
+    // The retired slot arrays wait for the epoch: seal them in the global queue now.
+    guard.flush();
+    Some(migrating)
 }
 
+/// Step 2: file new entries, or free those already unlinked.
 fn take_fresh<K, V>(wheel: &mut Wheel<Entry<K, V>>, fresh: &Intake<K, V>, report: &mut JanitorRun) {
     fresh.take_all(|entry| {
         // SAFETY: entries on the intake are alive: the janitor side has not let go of them.

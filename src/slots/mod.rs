@@ -191,11 +191,16 @@ fn decided(ticket: u64, generation: u16) -> Option<Option<usize>> {
     ((ticket >> 48) as u16 == generation).then(|| (ticket & ((1 << 48) - 1)).checked_sub(1).map(|index| index as usize))
 }
 
+/// The slots of a table sized for about `capacity` items: twice as many, a power of two,
+/// within `MIN_CAPACITY..=MAX_INITIAL_CAPACITY` (a larger table grows into its size).
+fn initial_slots(capacity: usize) -> usize {
+    capacity.min(MAX_INITIAL_CAPACITY).saturating_mul(2).next_power_of_two().clamp(MIN_CAPACITY, MAX_INITIAL_CAPACITY)
+}
+
 impl<T: Slotted, R: Release<T>, S> Slots<T, R, S> {
     /// A table sized for about `capacity` items.
     pub(crate) fn new(capacity: usize, hasher: S, release: R) -> Slots<T, R, S> {
-        let slots = capacity.saturating_mul(2).next_power_of_two().clamp(MIN_CAPACITY, MAX_INITIAL_CAPACITY);
-        let root = Box::into_raw(Box::new(Generation::new(1, slots)));
+        let root = Box::into_raw(Box::new(Generation::new(1, initial_slots(capacity))));
         Slots { root: AtomicPtr::new(root), migrations: AtomicUsize::new(0), len: Counter::new(), release, hasher }
     }
 
@@ -382,13 +387,29 @@ where
         // Room for what is live now twice over, plus what writers may store while they
         // help (one chunk each).
         let live = self.len.sum();
+        let used = generation.used.sum();
         let room = live.saturating_add(generation.chunks()).saturating_add(SLACK);
         let mut capacity = room.saturating_mul(2).next_power_of_two().max(MIN_CAPACITY);
-        if live.saturating_mul(4) < generation.used.sum() {
+        // And never less than what the migration may have to copy, with an eighth spare:
+        // this thread may be preempted before it publishes, and meanwhile writers go on
+        // storing here, each store filling one of the slots still empty now. So at most
+        // `live` items plus one per empty slot get copied (plus what the counts lag by:
+        // stores and removals in flight, SLACK), beside the stores made in the successor
+        // during the migration (one chunk helped each). Sized from `live` alone, a
+        // preempted allocator of a churning table published 4096 slots for 6000 copies, and
+        // the copies' `reserve` never found an empty slot.
+        let empty = generation.capacity().saturating_sub(used);
+        let copies = room.saturating_add(empty);
+        capacity = capacity.max(copies.saturating_add(copies / 7).next_power_of_two());
+        if live.saturating_mul(4) < used {
             // Mostly tombstones: a churning table (stores and removals of fresh keys). Grow
             // it up to PURGE_ROOM slots anyway, so that purges come rarely: at the smallest
             // size one came every 48 stores, and cost the 1-thread pipeline 45% of its speed.
             capacity = capacity.max(generation.capacity().saturating_mul(2).min(PURGE_ROOM));
+        }
+        #[cfg(all(test, not(crossbeam_loom)))]
+        if let Some(mut hook) = tests::BEFORE_PUBLISH.with(|hook| hook.borrow_mut().take()) {
+            hook(); // this thread preempted between its counts and its publication
         }
         let next = Box::into_raw(Box::new(Generation::new(generation.next_id(), capacity)));
         if generation.next.compare_exchange(ptr::null_mut(), next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
@@ -578,7 +599,7 @@ where
     /// preempted since it read an undecided ticket).
     fn reserve(&self, generation: &Generation<T>, hash: u64) -> Option<usize> {
         let mut index = hash as usize & generation.mask;
-        loop {
+        for _ in 0..=generation.mask {
             let slot = &generation.slots[index];
             let word = slot.load(LOAD);
             match decode(word) {
@@ -596,6 +617,8 @@ where
             // (`start_migration`): the walk finds an empty slot.
             index = (index + 1) & generation.mask;
         }
+        // Spinning here would hang every writer; a broken sizing bound is a bug to report.
+        panic!("a migration's successor ({} slots) is full: its sizing bound did not hold", generation.capacity());
     }
 
     /// Calls `release.unlinked` on `from` and each item its chain leads to, up to `until`
@@ -657,7 +680,14 @@ where
     fn purge(&self, item: *mut T, guard: &Guard) {
         // SAFETY: the caller reached it while pinned; it is handed off at most once, by
         // whoever cleans it out, and freed only after this guard.
-        let hash = self.hash(unsafe { (*item).key() });
+        let key = unsafe { (*item).key() };
+        // `K: Hash` is user code, and this may run in a drop guard while a panic unwinds
+        // (where a second one aborts): a panicking hash leaves the removed chain in its
+        // slot, for the next migration to hand off (it copies no removed chain, so it does
+        // not hash it) or a store of the key to reuse.
+        let Ok(hash) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.hash(key))) else {
+            return;
+        };
         let mut generation = self.root(guard);
         loop {
             match Self::holder(generation, item, hash) {

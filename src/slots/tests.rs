@@ -203,6 +203,52 @@ mod stress {
         );
     }
 
+    /// The allocator of a successor may be preempted between counting what is live and
+    /// publishing; writers meanwhile go on storing in the old generation. The successor must
+    /// still hold every copy (it was once sized from the stale count: a churning table of
+    /// 65536 slots published 4096 for 6000 live items, and the migration spun for ever).
+    #[test]
+    fn a_successor_allocated_before_a_burst_of_stores_holds_every_copy() {
+        let ledger = Ledger::new(200_000);
+        let table = Arc::new(table(32_768, &ledger)); // 65536 slots
+        let shared = Arc::clone(&table);
+        BEFORE_PUBLISH.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move || {
+                for key in 1_000_000..1_006_000u64 {
+                    set(&shared, key, key, (key - 1_000_000) as usize + 100_000);
+                }
+            }))
+        });
+        // Stores and removals of fresh keys: tombstones pile up, nothing stays live, until
+        // a migration starts (and the hook stores 6000 keys before it is published).
+        let mut key = 0u64;
+        loop {
+            set(&table, key, key, key as usize);
+            assert!(remove(&table, key));
+            key += 1;
+            let guard = epoch::pin();
+            if Table::next(table.root(&guard), &guard).is_some() {
+                break;
+            }
+            assert!(key < 100_000, "no migration started");
+        }
+        let (done, finished) = std::sync::mpsc::channel();
+        let helper = Arc::clone(&table);
+        std::thread::spawn(move || {
+            helper.finish_migration(&epoch::pin());
+            let _ = done.send(());
+        });
+        assert!(
+            finished.recv_timeout(std::time::Duration::from_secs(10)).is_ok(),
+            "the migration did not finish: its successor is too small"
+        );
+        let guard = epoch::pin();
+        assert_eq!(table.len(), 6000);
+        for key in 1_000_000..1_006_000u64 {
+            assert!(table.find(&key, table.hash(&key), &guard).is_some(), "key {key} lost");
+        }
+    }
+
     /// Marks `serial` (an operation that stored no item) as accounted for.
     fn ledger_skip(table: &Table, serial: usize) {
         table.release().0.left[serial].fetch_add(1, Ordering::SeqCst);
@@ -359,4 +405,20 @@ mod models {
             helper.join().unwrap();
         });
     }
+}
+
+/// A capacity hint past what the table allocates up front is clamped, not overflowed.
+#[test]
+fn a_huge_capacity_hint_gets_the_largest_initial_table() {
+    for hint in [usize::MAX, usize::MAX / 2 + 1, MAX_INITIAL_CAPACITY, MAX_INITIAL_CAPACITY / 2] {
+        assert_eq!(initial_slots(hint), MAX_INITIAL_CAPACITY, "hint {hint}");
+    }
+    assert_eq!(initial_slots(0), MIN_CAPACITY);
+    assert_eq!(initial_slots(1000), 2048);
+}
+
+#[cfg(not(crossbeam_loom))]
+thread_local! {
+    /// Run by the next `start_migration` of this thread right before it publishes.
+    pub(super) static BEFORE_PUBLISH: std::cell::RefCell<Option<Box<dyn FnMut()>>> = const { std::cell::RefCell::new(None) };
 }
