@@ -7,7 +7,8 @@
 //!
 //! ```text
 //!  EMPTY ──insert──▶ item ──unlink (chain ends removed)──▶ TOMB
-//!    │                 │ └─unlink (chain goes on)──▶ item' (same key)
+//!    │                 │ ├─unlink (chain goes on)──▶ item' (same key)
+//!    │                 │ └─a store of the key (chain ended removed)──▶ item' (same key)
 //!    │ migration       │ migration: freeze
 //!    ▼                 ▼
 //!  FROZEN_EMPTY      item|FROZEN ──copied──▶ MOVED(index in the next generation)
@@ -17,6 +18,11 @@
 //! ```
 
 use crate::sync::Ordering;
+
+// The tag needs the top 16 bits of a 64-bit pointer (and a target whose allocator leaves them
+// zero: no pointer tagging in user space).
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("download-buffer's table packs a tag into the top 16 bits of a pointer: 64-bit targets only");
 
 /// Set on an item's word once a migration has frozen it: nobody writes it again but the
 /// migration, which finalizes it to [`Word::Moved`].
@@ -59,8 +65,13 @@ pub(crate) fn tag_of(hash: u64) -> u16 {
 
 /// The raw word of an unfrozen item with `tag`.
 pub(crate) fn item_word<T>(item: *mut T, tag: u16) -> *mut T {
-    debug_assert!(item.addr() & !ADDRESS == 0, "an item address uses the top 16 bits");
-    debug_assert!(item.addr() & LOW_BITS == 0, "an item is not 8-byte aligned");
+    // Checked in release builds too (one test and branch per store): an allocator that tags
+    // its pointers' top bits would otherwise make `decode` hand out a wild pointer.
+    assert!(
+        item.addr() & (!ADDRESS | LOW_BITS) == 0,
+        "an item address {:#x} uses the top 16 or the low 3 bits",
+        item.addr()
+    );
     item.map_addr(|address| address | (tag as usize) << TAG_SHIFT)
 }
 
