@@ -32,6 +32,29 @@ pub(crate) struct Generation<T> {
     chunk_done: Box<[AtomicBool]>,
 }
 
+/// `capacity` empty slots. Zeroed memory from the allocator where it can be (an empty slot
+/// is a null pointer): a large successor then costs no write per slot in the `set` that
+/// allocates it (calloc maps fresh zero pages for a large block).
+fn empty_slots<T>(capacity: usize) -> Box<[AtomicPtr<T>]> {
+    #[cfg(not(crossbeam_loom))]
+    {
+        const _: () = assert!(word::EMPTY_IS_NULL);
+        assert!(capacity > 0, "a generation has at least one slot");
+        let layout = std::alloc::Layout::array::<AtomicPtr<T>>(capacity).expect("a slot array's size fits in isize");
+        // SAFETY: the layout's size is not zero (capacity > 0, slots are 8 bytes).
+        let memory = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<AtomicPtr<T>>();
+        if memory.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: a fresh block of `capacity` slots from the global allocator with the
+        // array's layout, as `Box<[_]>` frees it; all zero, and an all-zero `AtomicPtr` is
+        // the null pointer, `word::empty()`.
+        unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(memory, capacity)) }
+    }
+    #[cfg(crossbeam_loom)]
+    (0..capacity).map(|_| AtomicPtr::new(word::empty())).collect()
+}
+
 impl<T> Generation<T> {
     /// `capacity` is a power of two.
     pub(crate) fn new(id: u16, capacity: usize) -> Generation<T> {
@@ -39,7 +62,7 @@ impl<T> Generation<T> {
         let chunks = capacity.div_ceil(CHUNK);
         Generation {
             id,
-            slots: (0..capacity).map(|_| AtomicPtr::new(word::empty())).collect(),
+            slots: empty_slots(capacity),
             mask: capacity - 1,
             used: Counter::new(),
             next: AtomicPtr::new(std::ptr::null_mut()),
@@ -81,7 +104,13 @@ impl<T> Generation<T> {
         if self.is_migrated() {
             return None;
         }
-        (0..self.chunks()).find(|&chunk| !self.chunk_done[chunk].load(Ordering::Acquire))
+        // Each thread starts its search at its own chunk, so that helpers spread over the
+        // unfinished chunks rather than all redoing the first (and scanning from 0 each).
+        let chunks = self.chunks();
+        let start = if cfg!(crossbeam_loom) { 0 } else { crate::sync::thread_index() % chunks };
+        (0..chunks)
+            .map(|offset| (start + offset) % chunks)
+            .find(|&chunk| !self.chunk_done[chunk].load(Ordering::Acquire))
     }
 
     /// Records that every slot of `chunk` is finalized.

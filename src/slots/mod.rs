@@ -789,9 +789,14 @@ where
         }
     }
 
-    /// Helps the migration under way, if any, until its successor is the root.
+    /// Helps the migration under way, if any, until its successor is the root. Only that
+    /// one: a migration that starts after it is not waited for, so that this returns under
+    /// steady churn too (each purge starts the next).
     pub(crate) fn finish_migration(&self, guard: &Guard) {
-        while self.help_migration(usize::MAX, guard) {}
+        let first = self.root(guard);
+        while Self::next(first, guard).is_some() && ptr::eq(self.root(guard), first) {
+            self.help_migrate(first, guard);
+        }
     }
 
     /// Whether a migration may be under way, read without pinning: a hint for a caller

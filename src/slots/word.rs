@@ -32,6 +32,8 @@ const TAG_SHIFT: u32 = 48;
 const ADDRESS: usize = (1 << TAG_SHIFT) - 1;
 
 const EMPTY: usize = 0;
+/// An empty slot is a null pointer, so zeroed memory is an array of empty slots.
+pub(crate) const EMPTY_IS_NULL: bool = EMPTY == 0;
 const FROZEN_EMPTY: usize = FROZEN;
 const TOMB: usize = 0b010;
 const RESERVED: usize = 0b100;
@@ -79,6 +81,7 @@ fn special<T>(value: usize) -> *mut T {
     std::ptr::null_mut::<T>().map_addr(|_| value)
 }
 
+#[cfg_attr(not(crossbeam_loom), allow(dead_code))] // zeroed memory is used instead
 pub(crate) fn empty<T>() -> *mut T {
     special(EMPTY)
 }
