@@ -386,18 +386,23 @@ where
         }
         // Room for what is live now twice over, plus what writers may store while they
         // help (one chunk each).
-        let live = self.len.sum();
+        // `used` first: a store counts itself live before used (`stored`), so each store is
+        // in `live` or still in `empty` below, never in neither.
         let used = generation.used.sum();
+        let live = self.len.sum();
         let room = live.saturating_add(generation.chunks()).saturating_add(SLACK);
         let mut capacity = room.saturating_mul(2).next_power_of_two().max(MIN_CAPACITY);
-        // And never less than what the migration may have to copy, with an eighth spare:
-        // this thread may be preempted before it publishes, and meanwhile writers go on
-        // storing here, each store filling one of the slots still empty now. So at most
-        // `live` items plus one per empty slot get copied (plus what the counts lag by:
-        // stores and removals in flight, SLACK), beside the stores made in the successor
-        // during the migration (one chunk helped each). Sized from `live` alone, a
-        // preempted allocator of a churning table published 4096 slots for 6000 copies, and
-        // the copies' `reserve` never found an empty slot.
+        // And never less than what the migration may have to copy, plus a seventh: this
+        // thread may be preempted before it publishes, and meanwhile writers go on storing
+        // here, each store filling one of the slots still empty now. So at most `live`
+        // items plus one per empty slot get copied (plus what the counts lag by, stores and
+        // removals in flight, and stores reusing their key's removed but not yet cleaned
+        // slot: SLACK), beside the stores made in the successor during the migration (one
+        // chunk helped each). The spare (and the rounding up) is for reservations copiers
+        // lose to each other (each leaves a tombstone): at most one per racing copier of
+        // an item, so a heuristic, not a bound. Sized from `live` alone, a preempted
+        // allocator of a churning table published 4096 slots for 6000 copies, and the
+        // copies' `reserve` never found an empty slot.
         let empty = generation.capacity().saturating_sub(used);
         let copies = room.saturating_add(empty);
         capacity = capacity.max(copies.saturating_add(copies / 7).next_power_of_two());
@@ -599,7 +604,8 @@ where
     /// preempted since it read an undecided ticket).
     fn reserve(&self, generation: &Generation<T>, hash: u64) -> Option<usize> {
         let mut index = hash as usize & generation.mask;
-        for _ in 0..=generation.mask {
+        let mut probes = 0;
+        while probes <= generation.mask {
             let slot = &generation.slots[index];
             let word = slot.load(LOAD);
             match decode(word) {
@@ -608,14 +614,15 @@ where
                         generation.used.count_in();
                         return Some(index);
                     }
-                    continue;
+                    continue; // taken meanwhile: look at it again (not a probe)
                 }
                 Word::FrozenEmpty | Word::Moved(_) | Word::Item { frozen: true, .. } => return None,
                 _ => {}
             }
-            // Sized so that it cannot fill before its predecessor is migrated
-            // (`start_migration`): the walk finds an empty slot.
+            // Sized for every copy and a spare (`start_migration`): the walk finds an
+            // empty slot.
             index = (index + 1) & generation.mask;
+            probes += 1;
         }
         // Spinning here would hang every writer; a broken sizing bound is a bug to report.
         panic!("a migration's successor ({} slots) is full: its sizing bound did not hold", generation.capacity());
@@ -685,8 +692,16 @@ where
         // (where a second one aborts): a panicking hash leaves the removed chain in its
         // slot, for the next migration to hand off (it copies no removed chain, so it does
         // not hash it) or a store of the key to reuse.
-        let Ok(hash) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.hash(key))) else {
-            return;
+        let hash = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.hash(key))) {
+            Ok(hash) => hash,
+            // Raised to the remover's caller, as a panicking hash is anywhere else...
+            Err(panic) if !std::thread::panicking() => std::panic::resume_unwind(panic),
+            // ...but not while another panic unwinds, and its payload is not dropped
+            // (dropping a payload may panic too).
+            Err(panic) => {
+                std::mem::forget(panic);
+                return;
+            }
         };
         let mut generation = self.root(guard);
         loop {
@@ -789,7 +804,7 @@ where
         }
     }
 
-    /// Helps the migration under way, if any, until its successor is the root. Only that
+    /// Helps the migration under way, if any, until its generation is no longer the root. Only that
     /// one: a migration that starts after it is not waited for, so that this returns under
     /// steady churn too (each purge starts the next).
     pub(crate) fn finish_migration(&self, guard: &Guard) {
