@@ -108,3 +108,73 @@ fn a_key_whose_eq_panics_inside_set_leaks_neither_value_nor_entry() {
         assert_leaks_nothing(before, live);
     });
 }
+
+/// Hashes left before this key's `Hash` panics (negative: never).
+static HASHES_LEFT: AtomicI64 = AtomicI64::new(-1);
+/// Whether the weigher panics.
+static WEIGHER_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A key whose `Hash` panics once `HASHES_LEFT` runs out.
+#[derive(PartialEq, Eq, Debug)]
+struct CountedKey(u64);
+
+impl std::hash::Hash for CountedKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        if HASHES_LEFT.fetch_sub(1, Ordering::Relaxed) == 0 {
+            std::panic::panic_any(INJECTED);
+        }
+        self.0.hash(state);
+    }
+}
+
+#[test]
+fn a_removal_whose_weigher_and_then_cleanup_hash_panic_leaves_the_map_consistent() {
+    // A removal's accounting (the weigher) runs between its mark and its cleanup; the
+    // cleanup hashes the key to find its slot, in a drop guard while the weigher's panic
+    // unwinds, where a second panic would abort the process. Then the hash's panic is
+    // dropped and the removed entry stays in its slot until the map drops it; without a
+    // panic in flight, the hash's panic reaches the caller the same way.
+    twice(|before| {
+        let live = Arc::new(AtomicI64::new(0));
+        let map: ExpiringMap<CountedKey, Value> = Builder::new(TICK, EXPIRE)
+            .manual()
+            .max_bytes(1 << 20)
+            .weigher(|value: &Value| {
+                if WEIGHER_PANICS.load(Ordering::Relaxed) {
+                    std::panic::panic_any(INJECTED);
+                }
+                value.weight
+            })
+            .build()
+            .expect("valid settings");
+        for key in 0..4 {
+            map.set(CountedKey(key), Value::new(&live, 10));
+        }
+        // Key 0: the weigher panics, then the cleanup's hash (the lookup's hash is the one
+        // allowed).
+        WEIGHER_PANICS.store(true, Ordering::Relaxed);
+        HASHES_LEFT.store(1, Ordering::Relaxed);
+        let removal = catch_unwind(AssertUnwindSafe(|| map.delete(&CountedKey(0))));
+        WEIGHER_PANICS.store(false, Ordering::Relaxed);
+        HASHES_LEFT.store(-1, Ordering::Relaxed);
+        assert!(removal.is_err(), "the weigher's panic reaches the caller");
+        drop(removal);
+        // Key 1: only the cleanup's hash panics.
+        HASHES_LEFT.store(1, Ordering::Relaxed);
+        let removal = catch_unwind(AssertUnwindSafe(|| map.delete(&CountedKey(1))));
+        HASHES_LEFT.store(-1, Ordering::Relaxed);
+        assert!(removal.is_err(), "the cleanup's hash panic reaches the caller");
+        drop(removal);
+        for key in [0, 1] {
+            assert!(!map.contains_key(&CountedKey(key)), "key {key} still present");
+        }
+        assert!(map.contains_key(&CountedKey(2)) && map.contains_key(&CountedKey(3)));
+        assert_eq!(map.len(), 2);
+        // The keys can be stored again, in the slots their removed entries kept.
+        map.set(CountedKey(0), Value::new(&live, 10));
+        assert!(map.contains_key(&CountedKey(0)));
+        assert_eq!(map.len(), 3);
+        drop(map);
+        assert_leaks_nothing(before, live);
+    });
+}

@@ -696,10 +696,10 @@ where
             Ok(hash) => hash,
             // Raised to the remover's caller, as a panicking hash is anywhere else...
             Err(panic) if !std::thread::panicking() => std::panic::resume_unwind(panic),
-            // ...but not while another panic unwinds, and its payload is not dropped
-            // (dropping a payload may panic too).
+            // ...but not while another panic unwinds; its payload is dropped under a catch
+            // too (dropping a payload may panic).
             Err(panic) => {
-                std::mem::forget(panic);
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
                 return;
             }
         };
