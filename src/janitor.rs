@@ -530,16 +530,21 @@ impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
     }
 
     /// Adds a handed-out timer, and moves the earlier ones' prefetches a step on.
+    ///
+    /// The timer is held (counted in `pushed`) before the prefetch, which hashes a key:
+    /// user code, whose panic must find it in the ring, to be filed again, and not lost
+    /// between the wheel and the ring.
     fn push<S: std::hash::BuildHasher>(&mut self, timer: NonNull<Entry<K, V>>, table: &Table<K, V, S>, guard: &Guard) {
         debug_assert!(!self.is_full());
         prefetch(timer.as_ptr());
-        self.ring[self.pushed % AHEAD] = Some(timer);
-        if let Some(at) = self.pushed.checked_sub(SLOT_LAG).filter(|&at| at >= self.popped) {
-            let earlier = self.ring[at % AHEAD].expect("held timers are in the ring");
+        let at = self.pushed;
+        self.ring[at % AHEAD] = Some(timer);
+        self.pushed += 1;
+        if let Some(lagged) = at.checked_sub(SLOT_LAG).filter(|&lagged| lagged >= self.popped) {
+            let earlier = self.ring[lagged % AHEAD].expect("held timers are in the ring");
             // SAFETY: held here, so handed out and not handled yet: alive (see `run_locked`).
             table.prefetch_removal(unsafe { earlier.as_ref() }, guard);
         }
-        self.pushed += 1;
     }
 
     /// The oldest held timer.

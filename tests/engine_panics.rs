@@ -178,3 +178,37 @@ fn a_removal_whose_weigher_and_then_cleanup_hash_panic_leaves_the_map_consistent
         assert_leaks_nothing(before, live);
     });
 }
+
+#[test]
+fn a_janitor_run_whose_removal_prefetch_hash_panics_strands_no_due_entry() {
+    // The janitor hands due entries out of the wheel into a ring, and warms the home slot
+    // of the entry 8 places back as it adds one, which hashes that entry's key. A hash
+    // that panics there must leave the entry just handed out in the ring (filed again for
+    // the next run), not off the wheel and out of the ring: it would never expire.
+    twice(|before| {
+        let live = Arc::new(AtomicI64::new(0));
+        let clock = ManualClock::new();
+        let map: ExpiringMap<CountedKey, Value> =
+            Builder::new(TICK, EXPIRE).clock(clock.clone()).manual().build().expect("valid durations");
+        for key in 0..32 {
+            map.set(CountedKey(key), Value::new(&live, 1));
+        }
+        clock.advance(EXPIRE + TICK * 2);
+        // The run's first hash is the prefetch for the first entry handed out, as the
+        // ninth comes out of the wheel.
+        HASHES_LEFT.store(0, Ordering::Relaxed);
+        let run = catch_unwind(AssertUnwindSafe(|| map.run_janitor()));
+        HASHES_LEFT.store(-1, Ordering::Relaxed);
+        assert!(run.is_err(), "the hash's panic reaches the manual caller");
+        drop(run);
+        assert_eq!(map.len(), 32, "nothing expired before the panic");
+        clock.advance(TICK);
+        common::wait_for("every entry to expire", || {
+            map.run_janitor();
+            map.is_empty()
+        });
+        assert_eq!(live.load(Ordering::Relaxed), 0, "values alive after every entry expired");
+        drop((map, clock));
+        assert_leaks_nothing(before, live);
+    });
+}
