@@ -567,8 +567,9 @@ where
     /// removed is taken if no reader is in (not if the janitor claimed the entry first: it
     /// reads the value for the listener) and comes back in [`Removed::Ours`]; the caller
     /// returns it or drops it (`Taken` drops it, panic-safe, also on an unwinding).
-    fn remove(&self, entry: &Entry<K, V>, guard: &Guard) -> Removed<V> {
-        let settled = self.table.remove(entry, guard, || {
+    /// `hash` is the table's hash of the entry's key (the caller's lookup made it).
+    fn remove(&self, entry: &Entry<K, V>, hash: u64, guard: &Guard) -> Removed<V> {
+        let settled = self.table.remove(entry, hash, guard, || {
             let expired = entry.life.settle_removal();
             self.release_weight(entry);
             // Broken on purpose under `loom_broken = "take_after_claim"`: taken although the
@@ -615,7 +616,7 @@ where
         loop {
             let Some(entry) = self.table.find(key, hash, &guard) else { return false };
             let live = entry.life.load().is_live(now, &self.scale);
-            match self.remove(entry, &guard) {
+            match self.remove(entry, hash, &guard) {
                 // An expired entry is removed all the same (it is garbage), but it was not
                 // live; nor if the janitor's claim came first (it reports the expiry).
                 Removed::Ours(_taken) => {
@@ -645,7 +646,7 @@ where
                 // in (no clone, and the caller frees it when it is done), else cloned, the
                 // entry's own copy waiting for the epoch. (A panicking clone then leaves it
                 // removed and accounted for; the call panics.)
-                match self.remove(entry, &guard) {
+                match self.remove(entry, hash, &guard) {
                     Removed::Ours(taken) => {
                         self.tally.removal();
                         // SAFETY: pinned by `guard`; not taken, so dropped only after the pin.
@@ -660,7 +661,7 @@ where
             // copy) is freed after the epoch moves on.
             // SAFETY: pinned by `guard`, and `entry` was found through the table.
             let value = unsafe { entry.value() }.clone();
-            match self.remove(entry, &guard) {
+            match self.remove(entry, hash, &guard) {
                 Removed::Ours(taken) => {
                     debug_assert!(taken.into_inner().is_none(), "an unleased value was taken");
                     self.tally.removal();
@@ -685,9 +686,11 @@ where
                 keep(&entry.key, unsafe { entry.value() })
             };
             if !kept {
+                // Hashed before the removal (user code: a panic leaves the entry as it was).
+                let hash = self.table.hash(&entry.key);
                 // Lost to a racing remover or replacer, or claimed by the janitor first (then
                 // an expiry): gone anyway. A value this call took is dropped here (`Taken`).
-                let _ = self.remove(entry, &guard);
+                let _ = self.remove(entry, hash, &guard);
             }
         });
     }

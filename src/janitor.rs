@@ -351,7 +351,7 @@ where
                     None => stop_popping = true,
                 }
             }
-            let Some(entry) = ahead.pop() else { break };
+            let Some((entry, hash)) = ahead.front(table) else { break };
             // SAFETY: handed-out entries are alive: an entry is freed only after its janitor
             // side lets go, which happens only once it is off the wheel and handled here (the
             // unlinked intake is taken only before and after this loop).
@@ -359,6 +359,7 @@ where
                 expire_or_refile(
                     wheel,
                     entry,
+                    hash,
                     now,
                     table,
                     weights,
@@ -368,6 +369,7 @@ where
                     expired.as_mut(),
                 )
             };
+            ahead.pop();
         }));
         if let Err(panic) = handled {
             drop(guard);
@@ -375,7 +377,8 @@ where
                 self.notify(listener, expired); // the run's expiries are reported all the same
             }
             while let Some(timer) = ahead.pop() {
-                // SAFETY: held, so alive (as above) and on no wheel list. Filed again no earlier
+                // SAFETY: held, so alive (as above) and on no wheel list (the one being handled
+                // when the panic came too: nothing that can panic follows a refile). Filed again no earlier
                 // than the next tick: the next run handles it as if this one had not reached it
                 // (one removed meanwhile is unfiled again by `take_unlinked`).
                 let deadline = unsafe { timer.as_ref() }.life.load().deadline();
@@ -498,26 +501,47 @@ where
     }
 }
 
-/// Due timers handed out ahead of the one being expired.
+/// Due timers handed out ahead of the one being expired, each with its key's hash once
+/// made.
 ///
 /// Expiring an entry is a chain of cache misses: the entry, then its home slot (where the
 /// cleanup's walk starts), whose index the entry's key names. Popping [`AHEAD`] timers ahead
 /// lets each of those loads start while earlier entries are handled, so the misses
 /// overlap instead of adding up (docs/performance.md, "Expiry"). Only hints are issued:
-/// the entries are handled in the order the wheel handed them out, as without it.
+/// the entries are handled in the order the wheel handed them out, as without it. The hash
+/// made for a prefetch is kept for the removal, so that each entry's key is hashed once.
+///
+/// A timer stays held until [`Lookahead::pop`], which the run calls after handling it: a
+/// panic from user code anywhere before (the hash, the removal's weigher) finds it here, to
+/// be filed again, never lost between the wheel and the ring.
 struct Lookahead<K, V> {
-    ring: [Option<NonNull<Entry<K, V>>>; AHEAD],
+    ring: [Option<Held<K, V>>; AHEAD],
     /// Timers pushed so far; the next goes to `pushed % AHEAD`.
     pushed: usize,
     /// Timers popped so far; never more than `pushed`, never `AHEAD` fewer.
     popped: usize,
 }
 
+/// A timer the [`Lookahead`] holds, and its key's hash if made yet.
+struct Held<K, V> {
+    timer: NonNull<Entry<K, V>>,
+    hash: Option<u64>,
+}
+
+// Manual impls: derives would demand `K: Copy, V: Copy`, but only a pointer is copied.
+impl<K, V> Clone for Held<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, V> Copy for Held<K, V> {}
+
 /// Timers held ahead of the one being expired. The lags were tuned on 1 M-entry expiries
 /// (lags of 2, 3, 5, 8 and 10 entries: 8 was fastest, 2 slowest by 20%).
 const AHEAD: usize = 24;
 /// How many pushes after an entry's own its home slot is prefetched (by then the entry's
-/// line, which holds the hash naming the slot, has arrived).
+/// line, which holds the key naming the slot, has arrived).
 const SLOT_LAG: usize = 8;
 
 impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
@@ -529,32 +553,47 @@ impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
         self.pushed - self.popped == AHEAD
     }
 
-    /// Adds a handed-out timer, and moves the earlier ones' prefetches a step on.
-    ///
-    /// The timer is held (counted in `pushed`) before the prefetch, which hashes a key:
-    /// user code, whose panic must find it in the ring, to be filed again, and not lost
-    /// between the wheel and the ring.
+    /// Adds a handed-out timer, and moves the earlier ones' prefetches a step on: the
+    /// timer `SLOT_LAG` pushes back gets its hash, and its home slot a prefetch.
     fn push<S: std::hash::BuildHasher>(&mut self, timer: NonNull<Entry<K, V>>, table: &Table<K, V, S>, guard: &Guard) {
         debug_assert!(!self.is_full());
         prefetch(timer.as_ptr());
         let at = self.pushed;
-        self.ring[at % AHEAD] = Some(timer);
+        self.ring[at % AHEAD] = Some(Held { timer, hash: None });
+        // Held before the hash below (user code) runs.
         self.pushed += 1;
         if let Some(lagged) = at.checked_sub(SLOT_LAG).filter(|&lagged| lagged >= self.popped) {
-            let earlier = self.ring[lagged % AHEAD].expect("held timers are in the ring");
+            let held = self.ring[lagged % AHEAD].as_mut().expect("held timers are in the ring");
             // SAFETY: held here, so handed out and not handled yet: alive (see `run_locked`).
-            table.prefetch_removal(unsafe { earlier.as_ref() }, guard);
+            let hash = table.hash(unsafe { &held.timer.as_ref().key });
+            held.hash = Some(hash);
+            table.prefetch_removal(hash, guard);
         }
     }
 
-    /// The oldest held timer.
+    /// The oldest held timer and its key's hash (made now if no prefetch made it), still
+    /// held: [`pop`](Self::pop) it once it is handled.
+    fn front<S: std::hash::BuildHasher>(&mut self, table: &Table<K, V, S>) -> Option<(NonNull<Entry<K, V>>, u64)> {
+        if self.popped == self.pushed {
+            return None;
+        }
+        let held = self.ring[self.popped % AHEAD].as_mut().expect("held timers are in the ring");
+        let hash = match held.hash {
+            Some(hash) => hash,
+            // SAFETY: held, so alive (as in `push`).
+            None => *held.hash.insert(table.hash(unsafe { &held.timer.as_ref().key })),
+        };
+        Some((held.timer, hash))
+    }
+
+    /// Lets go of the oldest held timer.
     fn pop(&mut self) -> Option<NonNull<Entry<K, V>>> {
         if self.popped == self.pushed {
             return None;
         }
-        let timer = self.ring[self.popped % AHEAD].take();
+        let held = self.ring[self.popped % AHEAD].take();
         self.popped += 1;
-        timer
+        held.map(|held| held.timer)
     }
 }
 
@@ -627,11 +666,13 @@ fn take_unlinked<K, V, S>(wheel: &mut Wheel<Entry<K, V>>, table: &Table<K, V, S>
 /// panicking `clone` then strands nothing; the value lives until this run unpins).
 ///
 /// # Safety
-/// `timer` is a live entry on no wheel list; the caller holds the janitor's try-lock.
+/// `timer` is a live entry on no wheel list, `hash` the table's hash of its key; the caller
+/// holds the janitor's try-lock.
 #[allow(clippy::too_many_arguments)]
 unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::BuildHasher>(
     wheel: &mut Wheel<Entry<K, V>>,
     timer: NonNull<Entry<K, V>>,
+    hash: u64,
     now: u64,
     table: &Table<K, V, S>,
     weights: &Weights<V>,
@@ -663,7 +704,7 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
             // If this mark wins, the janitor is the remover: it takes a leased value no reader
             // is reading, for the listener (no clone) or to drop now. A call whose mark came
             // first saw the claim and left the value alone (`Core::remove`), for the clone.
-            let taken = table.remove(entry, guard, || take_after_weighing(entry, weights));
+            let taken = table.remove(entry, hash, guard, || take_after_weighing(entry, weights));
             if let Some(expired) = expired {
                 // SAFETY: not taken, so its value is dropped only after `guard` (reached
                 // through the wheel while pinned; removed just now or after the pin).
@@ -674,7 +715,7 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
         // Claimed dead by a `set_if_absent` that will replace it, unless it panicked first:
         // remove it as garbage (not an expiry); whichever mark wins counts the weight out.
         Claim::Dead => {
-            drop(table.remove(entry, guard, || take_after_weighing(entry, weights)));
+            drop(table.remove(entry, hash, guard, || take_after_weighing(entry, weights)));
         }
     }
 }

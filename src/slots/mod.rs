@@ -121,13 +121,14 @@ pub(crate) enum Inserted<'g, T> {
     Refused,
 }
 
-/// An item a `set` replaced (marked, so removed, but maybe still in a slot's chain), and
-/// the slot word that led to it.
+/// An item a `set` replaced (marked, so removed, but maybe still in a slot's chain), the
+/// slot word that led to it, and its key's hash (for the cleanup, which then hashes nothing).
 pub(crate) struct Replaced<'g, T> {
     pub(crate) old: &'g T,
     generation: &'g Generation<T>,
     index: usize,
     word: *mut T,
+    hash: u64,
 }
 
 pub(crate) struct Slots<T: Slotted, R: Release<T>, S> {
@@ -342,7 +343,13 @@ where
                                         .compare_exchange(ptr::null_mut(), marked(item), PUBLISH, Ordering::Acquire)
                                         .is_ok()
                                     {
-                                        return Inserted::Replaced(Replaced { old: live, generation, index, word });
+                                        return Inserted::Replaced(Replaced {
+                                            old: live,
+                                            generation,
+                                            index,
+                                            word,
+                                            hash,
+                                        });
                                     }
                                     continue; // marked meanwhile: look again
                                 }
@@ -648,7 +655,10 @@ where
     /// Removes `item` if no one else has: marks it (the linearization point), runs
     /// `settle` (the remover's accounting), and makes sure it leaves its slot. Returns what
     /// `settle` returned if this call removed it, `None` if someone else had.
-    pub(crate) fn remove<Y>(&self, item: &T, guard: &Guard, settle: impl FnOnce() -> Y) -> Option<Y> {
+    ///
+    /// `hash` is the table's hash of the item's key (the caller's lookup made it): the
+    /// cleanup finds the item's slot with it, and so runs no user code.
+    pub(crate) fn remove<Y>(&self, item: &T, hash: u64, guard: &Guard, settle: impl FnOnce() -> Y) -> Option<Y> {
         // Counted out before the mark, so that `len` never counts an item already removed
         // (see `Counter::sum`); a remover that loses counts it back in.
         self.len.count_out();
@@ -666,7 +676,7 @@ where
             return broken.then(settle);
         }
         // The item leaves its slot even if `settle` (user code: the weigher) panics.
-        let purge = Purge { slots: self, item: ptr::from_ref(item).cast_mut(), guard };
+        let purge = Purge { slots: self, item: ptr::from_ref(item).cast_mut(), hash, guard };
         let settled = settle();
         drop(purge);
         Some(settled)
@@ -675,34 +685,17 @@ where
     /// After a replacing insert and the caller's accounting: moves the old item's slot
     /// past it, or finds that a helper did.
     pub(crate) fn unlink_replaced(&self, replaced: Replaced<'_, T>, guard: &Guard) {
-        let Replaced { old, generation, index, word } = replaced;
+        let Replaced { old, generation, index, word, hash } = replaced;
         if !self.clean(generation, index, word, guard) {
-            self.purge(ptr::from_ref(old).cast_mut(), guard);
+            self.purge(ptr::from_ref(old).cast_mut(), hash, guard);
         }
     }
 
-    /// Makes sure the marked `item` leaves every slot's chain: cleans the slot whose chain
-    /// holds it, after finalizing it if a migration froze it. Returns once no generation
-    /// leads to it.
-    fn purge(&self, item: *mut T, guard: &Guard) {
-        // SAFETY: the caller reached it while pinned; it is handed off at most once, by
-        // whoever cleans it out, and freed only after this guard.
-        let key = unsafe { (*item).key() };
-        // `K: Hash` is user code, and this may run in a drop guard while a panic unwinds
-        // (where a second one aborts): a panicking hash leaves the removed chain in its
-        // slot, for the next migration to hand off (it copies no removed chain, so it does
-        // not hash it) or a store of the key to reuse.
-        let hash = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.hash(key))) {
-            Ok(hash) => hash,
-            // Raised to the remover's caller, as a panicking hash is anywhere else...
-            Err(panic) if !std::thread::panicking() => std::panic::resume_unwind(panic),
-            // ...but not while another panic unwinds; its payload is dropped under a catch
-            // too (dropping a payload may panic).
-            Err(panic) => {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
-                return;
-            }
-        };
+    /// Makes sure the marked `item`, whose key hashes to `hash`, leaves every slot's chain:
+    /// cleans the slot whose chain holds it, after finalizing it if a migration froze it.
+    /// Returns once no generation leads to it. Runs no user code (it compares pointers, and
+    /// hashes nothing), so that it is safe in a drop guard while a panic unwinds.
+    fn purge(&self, item: *mut T, hash: u64, guard: &Guard) {
         let mut generation = self.root(guard);
         loop {
             match Self::holder(generation, item, hash) {
@@ -837,15 +830,15 @@ where
         Self::next(self.root(guard), guard).is_some()
     }
 
-    /// Warms the cache for a later removal of `item`: its home slot's line. A hint only.
+    /// Warms the cache for a later lookup or removal of `hash`: its home slot's line in
+    /// the root generation. A hint only.
     #[inline]
-    pub(crate) fn prefetch_removal(&self, item: &T, guard: &Guard) {
+    pub(crate) fn prefetch_home(&self, hash: u64, guard: &Guard) {
         if cfg!(crossbeam_loom) {
             return;
         }
         let generation = self.root(guard);
-        let index = self.hash(item.key()) as usize & generation.mask;
-        prefetch(ptr::from_ref(&generation.slots[index]));
+        prefetch(ptr::from_ref(&generation.slots[hash as usize & generation.mask]));
     }
 }
 
@@ -894,6 +887,7 @@ where
 {
     slots: &'a Slots<T, R, S>,
     item: *mut T,
+    hash: u64,
     guard: &'a Guard,
 }
 
@@ -902,7 +896,7 @@ where
     T::Key: Hash + Eq,
 {
     fn drop(&mut self) {
-        self.slots.purge(self.item, self.guard);
+        self.slots.purge(self.item, self.hash, self.guard);
     }
 }
 

@@ -181,18 +181,25 @@ where
         self.slots.unlink_replaced(replaced, guard);
     }
 
-    /// Removes `entry` if no one else has: marks it (the linearization point), runs
-    /// `settle` (the remover's accounting), and makes sure it leaves the table. Returns
-    /// what `settle` returned if this call removed it, `None` if someone else had.
-    pub(crate) fn remove<R>(&self, entry: &Entry<K, V>, guard: &Guard, settle: impl FnOnce() -> R) -> Option<R> {
-        self.slots.remove(entry, guard, settle)
+    /// Removes `entry`, whose key hashes to `hash` (`self.hash`), if no one else has:
+    /// marks it (the linearization point), runs `settle` (the remover's accounting), and
+    /// makes sure it leaves the table, running no user code for that. Returns what `settle`
+    /// returned if this call removed it, `None` if someone else had.
+    pub(crate) fn remove<R>(
+        &self,
+        entry: &Entry<K, V>,
+        hash: u64,
+        guard: &Guard,
+        settle: impl FnOnce() -> R,
+    ) -> Option<R> {
+        self.slots.remove(entry, hash, guard, settle)
     }
 
-    /// Warms the cache for a later [`remove`](Self::remove) of `entry` (whose line is in
-    /// cache already): the line of its home slot. A hint only; nothing under loom.
+    /// Warms the cache for a later [`remove`](Self::remove) of an entry whose key hashes to
+    /// `hash`: the line of its home slot. A hint only; nothing under loom.
     #[inline]
-    pub(crate) fn prefetch_removal(&self, entry: &Entry<K, V>, guard: &Guard) {
-        self.slots.prefetch_removal(entry, guard);
+    pub(crate) fn prefetch_removal(&self, hash: u64, guard: &Guard) {
+        self.slots.prefetch_home(hash, guard);
     }
 }
 
