@@ -32,7 +32,9 @@ const TAG_SHIFT: u32 = 48;
 const ADDRESS: usize = (1 << TAG_SHIFT) - 1;
 
 const EMPTY: usize = 0;
-/// An empty slot is a null pointer, so zeroed memory is an array of empty slots.
+/// An empty slot is a null pointer, so zeroed memory is an array of empty slots (loom's
+/// atomics are not plain memory: its arrays are built slot by slot).
+#[cfg(not(crossbeam_loom))]
 pub(crate) const EMPTY_IS_NULL: bool = EMPTY == 0;
 const FROZEN_EMPTY: usize = FROZEN;
 const TOMB: usize = 0b010;
