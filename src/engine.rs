@@ -569,7 +569,7 @@ where
     /// returns it or drops it (`Taken` drops it, panic-safe, also on an unwinding).
     /// `hash` is the table's hash of the entry's key (the caller's lookup made it).
     fn remove(&self, entry: &Entry<K, V>, hash: u64, guard: &Guard) -> Removed<V> {
-        let settled = self.table.remove(entry, hash, guard, || {
+        let settled = self.table.remove(entry, Some(hash), guard, || {
             let expired = entry.life.settle_removal();
             self.release_weight(entry);
             // Broken on purpose under `loom_broken = "take_after_claim"`: taken although the

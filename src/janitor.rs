@@ -332,10 +332,12 @@ where
         let mut expired = on_expire.map(|_| Expired::new());
         let mut stop_popping = false;
         let mut out_of_time = false;
-        // Caught so that a panic from user code here (the weigher and a key's `Hash`, asked
-        // as the janitor removes an entry; a custom clock) strands none of the entries held
-        // ahead: off the wheel, they would never be expired. The janitor thread contains the panic
-        // anyway; a manual caller sees it re-raised below.
+        // Caught so that a panic from user code here (the weigher, asked as the janitor
+        // removes an entry; the listener's `V: Clone`; a custom clock) strands none of the
+        // entries held ahead: off the wheel, they would never be expired. The janitor thread
+        // contains the panic anyway; a manual caller sees it re-raised below. (A key's
+        // `Hash` panicking is caught where it is asked, in `Lookahead`, and raised at the
+        // run's end.)
         let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
             while !stop_popping && !ahead.is_full() && report.handled < self.budget {
                 if report.handled % CLOCK_EVERY == CLOCK_EVERY - 1 && clock.now() >= stop_at {
@@ -351,7 +353,7 @@ where
                     None => stop_popping = true,
                 }
             }
-            let Some((entry, hash)) = ahead.front(table) else { break };
+            let Some(entry) = ahead.front() else { break };
             // SAFETY: handed-out entries are alive: an entry is freed only after its janitor
             // side lets go, which happens only once it is off the wheel and handled here (the
             // unlinked intake is taken only before and after this loop).
@@ -359,7 +361,7 @@ where
                 expire_or_refile(
                     wheel,
                     entry,
-                    hash,
+                    || ahead.front_hash(table),
                     now,
                     table,
                     weights,
@@ -377,12 +379,17 @@ where
                 self.notify(listener, expired); // the run's expiries are reported all the same
             }
             while let Some(timer) = ahead.pop() {
-                // SAFETY: held, so alive (as above) and on no wheel list (the one being handled
-                // when the panic came too: nothing that can panic follows a refile). Filed again no earlier
-                // than the next tick: the next run handles it as if this one had not reached it
-                // (one removed meanwhile is unfiled again by `take_unlinked`).
+                // SAFETY: held, so alive (as above).
                 let deadline = unsafe { timer.as_ref() }.life.load().deadline();
+                // SAFETY: alive, and on no wheel list: held, and the one being handled when
+                // the panic came too (nothing that can panic follows its refiling). Filed
+                // again no earlier than the next tick: the next run handles it as if this
+                // one had not reached it (one removed meanwhile, by someone else or by this
+                // run before its weigher panicked, is unfiled again by `take_unlinked`).
                 unsafe { wheel.insert_later(timer, deadline) };
+            }
+            if let Some(hash_panic) = ahead.hash_panic.take() {
+                drop_payload(hash_panic);
             }
             std::panic::resume_unwind(panic);
         }
@@ -425,7 +432,16 @@ where
             self.sweep.chase()
         };
         report.sweep_misses = self.sweep.misses();
-        if let Some(panic) = migration_panic {
+        // A key's `Hash` panicked (caught in `Lookahead`) or the migration did: raised now,
+        // after the bookkeeping, the first of them (the other's payload dropped).
+        let panic = match (ahead.hash_panic.take(), migration_panic) {
+            (Some(hash_panic), Some(migration_panic)) => {
+                drop_payload(migration_panic);
+                Some(hash_panic)
+            }
+            (hash_panic, migration_panic) => hash_panic.or(migration_panic),
+        };
+        if let Some(panic) = panic {
             std::panic::resume_unwind(panic);
         }
         report
@@ -512,20 +528,36 @@ where
 /// made for a prefetch is kept for the removal, so that each entry's key is hashed once.
 ///
 /// A timer stays held until [`Lookahead::pop`], which the run calls after handling it: a
-/// panic from user code anywhere before (the hash, the removal's weigher) finds it here, to
-/// be filed again, never lost between the wheel and the ring.
+/// panic from user code while it is handled (the removal's weigher) finds it here, to be
+/// filed again, never lost between the wheel and the ring. A panicking `K: Hash` is caught
+/// instead, and kept for the end of the run: the entry is expired without its hash (left in
+/// its slot for the next migration), so that a key whose hash always panics cannot make
+/// every run fail on it.
 struct Lookahead<K, V> {
     ring: [Option<Held<K, V>>; AHEAD],
     /// Timers pushed so far; the next goes to `pushed % AHEAD`.
     pushed: usize,
     /// Timers popped so far; never more than `pushed`, never `AHEAD` fewer.
     popped: usize,
+    /// The first panic of a key's `Hash` caught in this run, raised at its end.
+    hash_panic: Option<Panic>,
 }
 
-/// A timer the [`Lookahead`] holds, and its key's hash if made yet.
+/// A caught panic's payload.
+type Panic = Box<dyn std::any::Any + Send>;
+
+/// A timer the [`Lookahead`] holds, and what is known of its key's hash.
 struct Held<K, V> {
     timer: NonNull<Entry<K, V>>,
-    hash: Option<u64>,
+    hash: KeyHash,
+}
+
+/// A held entry's key hash: not made yet, made, or panicked when it was being made.
+#[derive(Clone, Copy)]
+enum KeyHash {
+    Unknown,
+    Made(u64),
+    Panicked,
 }
 
 // Manual impls: derives would demand `K: Copy, V: Copy`, but only a pointer is copied.
@@ -546,7 +578,7 @@ const SLOT_LAG: usize = 8;
 
 impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
     fn new() -> Self {
-        Lookahead { ring: [None; AHEAD], pushed: 0, popped: 0 }
+        Lookahead { ring: [None; AHEAD], pushed: 0, popped: 0, hash_panic: None }
     }
 
     fn is_full(&self) -> bool {
@@ -559,31 +591,54 @@ impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
         debug_assert!(!self.is_full());
         prefetch(timer.as_ptr());
         let at = self.pushed;
-        self.ring[at % AHEAD] = Some(Held { timer, hash: None });
-        // Held before the hash below (user code) runs.
+        self.ring[at % AHEAD] = Some(Held { timer, hash: KeyHash::Unknown });
         self.pushed += 1;
         if let Some(lagged) = at.checked_sub(SLOT_LAG).filter(|&lagged| lagged >= self.popped) {
-            let held = self.ring[lagged % AHEAD].as_mut().expect("held timers are in the ring");
-            // SAFETY: held here, so handed out and not handled yet: alive (see `run_locked`).
-            let hash = table.hash(unsafe { &held.timer.as_ref().key });
-            held.hash = Some(hash);
-            table.prefetch_removal(hash, guard);
+            if let Some(hash) = self.hash_at(lagged, table) {
+                table.prefetch_removal(hash, guard);
+            }
         }
     }
 
-    /// The oldest held timer and its key's hash (made now if no prefetch made it), still
-    /// held: [`pop`](Self::pop) it once it is handled.
-    fn front<S: std::hash::BuildHasher>(&mut self, table: &Table<K, V, S>) -> Option<(NonNull<Entry<K, V>>, u64)> {
-        if self.popped == self.pushed {
-            return None;
-        }
-        let held = self.ring[self.popped % AHEAD].as_mut().expect("held timers are in the ring");
-        let hash = match held.hash {
-            Some(hash) => hash,
-            // SAFETY: held, so alive (as in `push`).
-            None => *held.hash.insert(table.hash(unsafe { &held.timer.as_ref().key })),
+    /// The hash of the key of the timer pushed `at`th (held), made now if it was not;
+    /// `None` if making it panicked (the panic is kept for the end of the run).
+    fn hash_at<S: std::hash::BuildHasher>(&mut self, at: usize, table: &Table<K, V, S>) -> Option<u64> {
+        let held = self.ring[at % AHEAD].as_mut().expect("held timers are in the ring");
+        let made = match held.hash {
+            KeyHash::Made(hash) => return Some(hash),
+            KeyHash::Panicked => return None,
+            KeyHash::Unknown => {
+                // SAFETY: held here, so handed out and not handled yet: alive (see `run_locked`).
+                let key = unsafe { &held.timer.as_ref().key };
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| table.hash(key)))
+            }
         };
-        Some((held.timer, hash))
+        match made {
+            Ok(hash) => {
+                held.hash = KeyHash::Made(hash);
+                Some(hash)
+            }
+            Err(panic) => {
+                held.hash = KeyHash::Panicked;
+                match self.hash_panic {
+                    None => self.hash_panic = Some(panic),
+                    // One is raised; the others' payloads are dropped (under a catch: a
+                    // payload's drop may panic too).
+                    Some(_) => drop_payload(panic),
+                }
+                None
+            }
+        }
+    }
+
+    /// The oldest held timer, still held: [`pop`](Self::pop) it once it is handled.
+    fn front(&self) -> Option<NonNull<Entry<K, V>>> {
+        (self.popped < self.pushed).then(|| self.ring[self.popped % AHEAD].expect("held timers are in the ring").timer)
+    }
+
+    /// The key hash of the [`front`](Self::front) timer, as [`hash_at`](Self::hash_at).
+    fn front_hash<S: std::hash::BuildHasher>(&mut self, table: &Table<K, V, S>) -> Option<u64> {
+        self.hash_at(self.popped, table)
     }
 
     /// Lets go of the oldest held timer.
@@ -595,6 +650,11 @@ impl<K: std::hash::Hash + Eq, V> Lookahead<K, V> {
         self.popped += 1;
         held.map(|held| held.timer)
     }
+}
+
+/// Drops a caught panic's payload, containing a panic of its own destructor.
+fn drop_payload(panic: Panic) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(panic)));
 }
 
 /// Moves a migration under way along: batches of chunks until the run's time is up (at
@@ -665,14 +725,16 @@ fn take_unlinked<K, V, S>(wheel: &mut Wheel<Entry<K, V>>, table: &Table<K, V, S>
 /// removal took it (a leased value no reader was in), else cloned after the removal (a
 /// panicking `clone` then strands nothing; the value lives until this run unpins).
 ///
+/// `hash` makes the table's hash of its key, asked only for a removal; `None` if the key's
+/// `Hash` panicked (caught): the entry is removed without it (see `Slots::remove`).
+///
 /// # Safety
-/// `timer` is a live entry on no wheel list, `hash` the table's hash of its key; the caller
-/// holds the janitor's try-lock.
+/// `timer` is a live entry on no wheel list; the caller holds the janitor's try-lock.
 #[allow(clippy::too_many_arguments)]
 unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::BuildHasher>(
     wheel: &mut Wheel<Entry<K, V>>,
     timer: NonNull<Entry<K, V>>,
-    hash: u64,
+    hash: impl FnOnce() -> Option<u64>,
     now: u64,
     table: &Table<K, V, S>,
     weights: &Weights<V>,
@@ -683,6 +745,7 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
 ) {
     // SAFETY: the caller guarantees the entry is alive.
     let entry = unsafe { timer.as_ref() };
+    // SAFETY: alive, and only the janitor (this caller) touches its timer links.
     debug_assert_eq!(unsafe { wheel::list_of(timer) }, wheel::NOT_FILED);
     match entry.life.claim(now, || entry.is_removed()) {
         // Removed by someone else: its unlink hand-off retires it; keep it unfiled.
@@ -704,7 +767,7 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
             // If this mark wins, the janitor is the remover: it takes a leased value no reader
             // is reading, for the listener (no clone) or to drop now. A call whose mark came
             // first saw the claim and left the value alone (`Core::remove`), for the clone.
-            let taken = table.remove(entry, hash, guard, || take_after_weighing(entry, weights));
+            let taken = table.remove(entry, hash(), guard, || take_after_weighing(entry, weights));
             if let Some(expired) = expired {
                 // SAFETY: not taken, so its value is dropped only after `guard` (reached
                 // through the wheel while pinned; removed just now or after the pin).
@@ -715,7 +778,7 @@ unsafe fn expire_or_refile<K: std::hash::Hash + Eq, V: Clone, S: std::hash::Buil
         // Claimed dead by a `set_if_absent` that will replace it, unless it panicked first:
         // remove it as garbage (not an expiry); whichever mark wins counts the weight out.
         Claim::Dead => {
-            drop(table.remove(entry, hash, guard, || take_after_weighing(entry, weights)));
+            drop(table.remove(entry, hash(), guard, || take_after_weighing(entry, weights)));
         }
     }
 }

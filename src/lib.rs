@@ -61,6 +61,8 @@
 //!
 //! This crate's own models (`loom-tests/`, `docs/loom.md`) are written that way.
 #![warn(missing_docs, missing_debug_implementations)]
+// Every `unsafe` block names the invariant it relies on (docs/design.md).
+#![warn(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(doctest, doc = include_str!("../README.md"))]
 
 mod buffer;

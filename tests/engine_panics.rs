@@ -114,13 +114,16 @@ static HASHES_LEFT: AtomicI64 = AtomicI64::new(-1);
 /// Whether the weigher panics.
 static WEIGHER_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// A key whose `Hash` panics once `HASHES_LEFT` runs out.
+/// The key whose every hash panics (none: `u64::MAX`).
+static POISONED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// A key whose `Hash` panics once `HASHES_LEFT` runs out, and always for key `POISONED`.
 #[derive(PartialEq, Eq, Debug)]
 struct CountedKey(u64);
 
 impl std::hash::Hash for CountedKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        if HASHES_LEFT.fetch_sub(1, Ordering::Relaxed) == 0 {
+        if HASHES_LEFT.fetch_sub(1, Ordering::Relaxed) == 0 || self.0 == POISONED.load(Ordering::Relaxed) {
             std::panic::panic_any(INJECTED);
         }
         self.0.hash(state);
@@ -183,36 +186,95 @@ fn a_removal_hashes_its_key_once_and_a_panicking_weigher_leaves_it_cleaned_up() 
     });
 }
 
+/// A manual map over `CountedKey`s holding `keys`, on `clock`, every entry due.
+fn due_map(live: &Arc<AtomicI64>, clock: &ManualClock, keys: std::ops::Range<u64>) -> ExpiringMap<CountedKey, Value> {
+    let map: ExpiringMap<CountedKey, Value> =
+        Builder::new(TICK, EXPIRE).clock(clock.clone()).manual().build().expect("valid durations");
+    for key in keys {
+        map.set(CountedKey(key), Value::new(live, 1));
+    }
+    clock.advance(EXPIRE + TICK * 2);
+    map
+}
+
+/// Runs the janitor once with the next `HASHES_LEFT` hashes allowed; whether the run panicked.
+fn run_with_hashes_left(map: &ExpiringMap<CountedKey, Value>, hashes: i64) -> bool {
+    HASHES_LEFT.store(hashes, Ordering::Relaxed);
+    let run = catch_unwind(AssertUnwindSafe(|| map.run_janitor()));
+    HASHES_LEFT.store(-1, Ordering::Relaxed);
+    run.is_err()
+}
+
 #[test]
 fn a_janitor_run_whose_removal_prefetch_hash_panics_strands_no_due_entry() {
     // The janitor hands due entries out of the wheel into a ring, and warms the home slot
     // of the entry 8 places back as it adds one, which hashes that entry's key. A hash
-    // that panics there must leave the entry just handed out in the ring (filed again for
-    // the next run), not off the wheel and out of the ring: it would never expire.
+    // that panics there must not lose the entry just handed out (off the wheel and out of
+    // the ring, it would never expire): the panic is caught, the entry expired without
+    // its hash, and the panic raised once the run is done.
     twice(|before| {
         let live = Arc::new(AtomicI64::new(0));
         let clock = ManualClock::new();
-        let map: ExpiringMap<CountedKey, Value> =
-            Builder::new(TICK, EXPIRE).clock(clock.clone()).manual().build().expect("valid durations");
-        for key in 0..32 {
+        let map = due_map(&live, &clock, 0..32);
+        // The run's first hash is the prefetch for the first entry handed out, as the
+        // ninth comes out of the wheel.
+        assert!(run_with_hashes_left(&map, 0), "the hash's panic reaches the manual caller");
+        assert_eq!(map.len(), 0, "every due entry expires in the run, the one whose hash panicked too");
+        assert_eq!(map.janitor_stats().expired, 32);
+        assert!(!run_with_hashes_left(&map, -1), "a later run has nothing to raise");
+        drop((map, clock));
+        assert_leaks_nothing(before, live);
+    });
+}
+
+#[test]
+fn a_janitor_run_whose_removal_hash_panics_expires_the_entry_all_the_same() {
+    // Fewer than nine due entries: no prefetch, each key is hashed as its entry comes up.
+    twice(|before| {
+        let live = Arc::new(AtomicI64::new(0));
+        let clock = ManualClock::new();
+        let map = due_map(&live, &clock, 0..4);
+        assert!(run_with_hashes_left(&map, 1), "the second entry's hash panics");
+        assert_eq!(map.len(), 0);
+        assert_eq!(map.janitor_stats().expired, 4);
+        // The key can be stored again, in the slot its removed entry kept.
+        map.set(CountedKey(1), Value::new(&live, 1));
+        assert!(map.contains_key(&CountedKey(1)));
+        assert_eq!(map.len(), 1);
+        drop((map, clock));
+        assert_leaks_nothing(before, live);
+    });
+}
+
+#[test]
+fn a_key_whose_hash_always_panics_holds_up_no_other_expiry() {
+    // A key that cannot be hashed any more once it is stored: each run that meets it must
+    // still expire the rest, and it must be met once, not in every run.
+    twice(|before| {
+        let live = Arc::new(AtomicI64::new(0));
+        let clock = ManualClock::new();
+        let map = due_map(&live, &clock, 0..100);
+        POISONED.store(5, Ordering::Relaxed);
+        let mut panicked = 0;
+        for _ in 0..4 {
+            panicked += usize::from(run_with_hashes_left(&map, -1));
+            clock.advance(TICK);
+        }
+        assert_eq!(panicked, 1, "runs that raised the poisoned key's panic");
+        assert_eq!(map.len(), 0);
+        assert_eq!(map.janitor_stats().expired, 100);
+        // Later entries expire as usual.
+        for key in 100..200 {
             map.set(CountedKey(key), Value::new(&live, 1));
         }
         clock.advance(EXPIRE + TICK * 2);
-        // The run's first hash is the prefetch for the first entry handed out, as the
-        // ninth comes out of the wheel.
-        HASHES_LEFT.store(0, Ordering::Relaxed);
-        let run = catch_unwind(AssertUnwindSafe(|| map.run_janitor()));
-        HASHES_LEFT.store(-1, Ordering::Relaxed);
-        assert!(run.is_err(), "the hash's panic reaches the manual caller");
-        drop(run);
-        assert_eq!(map.len(), 32, "nothing expired before the panic");
-        clock.advance(TICK);
-        common::wait_for("every entry to expire", || {
-            map.run_janitor();
+        common::wait_for("the later entries to expire", || {
+            assert!(!run_with_hashes_left(&map, -1), "a run panicked with no poisoned key due");
             map.is_empty()
         });
-        assert_eq!(live.load(Ordering::Relaxed), 0, "values alive after every entry expired");
+        assert_eq!(map.janitor_stats().expired, 200);
         drop((map, clock));
+        POISONED.store(u64::MAX, Ordering::Relaxed);
         assert_leaks_nothing(before, live);
     });
 }

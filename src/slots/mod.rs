@@ -462,7 +462,7 @@ where
                 Word::FrozenEmpty => return,
                 // SAFETY: read from a slot while pinned.
                 Word::Item { item, tag: found, .. } if found == tag && unsafe { (*item).key() } == key => {
-                    self.finalize(generation, index, guard);
+                    self.finalize(generation, index, Some(hash), guard);
                     return;
                 }
                 _ => {}
@@ -477,7 +477,7 @@ where
         let done = match generation.chunk_to_migrate() {
             Some(chunk) => {
                 for index in generation.chunk_range(chunk) {
-                    self.finalize(generation, index, guard);
+                    self.finalize(generation, index, None, guard);
                 }
                 generation.finish_chunk(chunk);
                 generation.is_migrated()
@@ -509,8 +509,10 @@ where
     }
 
     /// Freezes and finalizes slot `index` of `generation` (which has a successor).
-    /// Idempotent: any number of threads may run it on one slot.
-    fn finalize(&self, generation: &Generation<T>, index: usize, guard: &Guard) {
+    /// Idempotent: any number of threads may run it on one slot. `hash`, if the caller has
+    /// it, is the hash of the slot's key (a slot holds one key for its generation's life):
+    /// a copy then hashes nothing.
+    fn finalize(&self, generation: &Generation<T>, index: usize, hash: Option<u64>, guard: &Guard) {
         let next = Self::next(generation, guard).expect("finalizing a generation that does not migrate");
         let slot = &generation.slots[index];
         loop {
@@ -526,7 +528,7 @@ where
                     false // look again: frozen now, by us or another
                 }
                 Word::Item { item, tag, frozen: true } => {
-                    let Some(copied_to) = self.copy(item, tag, next) else { return };
+                    let Some(copied_to) = self.copy(item, tag, hash, next) else { return };
                     if slot.compare_exchange(word, moved(copied_to), Ordering::AcqRel, Ordering::Acquire).is_ok()
                         && copied_to.is_none()
                     {
@@ -544,11 +546,12 @@ where
         }
     }
 
-    /// The slot of `next` that the frozen `item` is copied to, deciding it if no one has:
+    /// The slot of `next` that the frozen `item` (whose key hashes to `hash`, if the caller
+    /// knows it) is copied to, deciding it if no one has:
     /// `Some(None)` if the item is not copied (its chain ended removed when the decision
     /// was made); `None` if this caller is stale: its slot was finalized long ago, and the
     /// item's ticket has moved on to a later migration.
-    fn copy(&self, item: *mut T, tag: u16, next: &Generation<T>) -> Option<Option<usize>> {
+    fn copy(&self, item: *mut T, tag: u16, hash: Option<u64>, next: &Generation<T>) -> Option<Option<usize>> {
         // SAFETY: read from a frozen slot while pinned; the item leaves the table only
         // after that slot is finalized.
         let links = unsafe { (*item).slot_links() };
@@ -570,7 +573,8 @@ where
                     None
                 } else {
                     // SAFETY: as above.
-                    match self.reserve(next, self.hash(unsafe { (*item).key() })) {
+                    let hash = hash.unwrap_or_else(|| self.hash(unsafe { (*item).key() }));
+                    match self.reserve(next, hash) {
                         Some(index) => Some(index),
                         // Decided long ago (maybe overwritten by a later migration's decision):
                         // the slot this call finalizes is finalized already.
@@ -657,8 +661,17 @@ where
     /// `settle` returned if this call removed it, `None` if someone else had.
     ///
     /// `hash` is the table's hash of the item's key (the caller's lookup made it): the
-    /// cleanup finds the item's slot with it, and so runs no user code.
-    pub(crate) fn remove<Y>(&self, item: &T, hash: u64, guard: &Guard, settle: impl FnOnce() -> Y) -> Option<Y> {
+    /// cleanup finds the item's slot with it, and so runs no user code. `None` when the
+    /// key could not be hashed (its `Hash` panicked): the item is removed all the same, and
+    /// its chain left in its slot for the next migration, which hands off a removed chain
+    /// without hashing it (or for a store of the key, which reuses the slot).
+    pub(crate) fn remove<Y>(
+        &self,
+        item: &T,
+        hash: Option<u64>,
+        guard: &Guard,
+        settle: impl FnOnce() -> Y,
+    ) -> Option<Y> {
         // Counted out before the mark, so that `len` never counts an item already removed
         // (see `Counter::sum`); a remover that loses counts it back in.
         self.len.count_out();
@@ -676,7 +689,7 @@ where
             return broken.then(settle);
         }
         // The item leaves its slot even if `settle` (user code: the weigher) panics.
-        let purge = Purge { slots: self, item: ptr::from_ref(item).cast_mut(), hash, guard };
+        let purge = hash.map(|hash| Purge { slots: self, item: ptr::from_ref(item).cast_mut(), hash, guard });
         let settled = settle();
         drop(purge);
         Some(settled)
@@ -706,7 +719,7 @@ where
                     // The slot changed: look again.
                 }
                 Some((index, _, true)) => {
-                    self.finalize(generation, index, guard);
+                    self.finalize(generation, index, Some(hash), guard);
                     generation = Self::next(generation, guard).expect("a frozen slot without a successor");
                 }
                 None => match Self::next(generation, guard) {

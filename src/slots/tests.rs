@@ -101,7 +101,7 @@ fn remove(table: &Table, key: u64) -> bool {
     let guard = epoch::pin();
     loop {
         let Some(item) = table.find(&key, table.hash(&key), &guard) else { return false };
-        if table.remove(item, table.hash(&key), &guard, || ()).is_some() {
+        if table.remove(item, Some(table.hash(&key)), &guard, || ()).is_some() {
             return true;
         }
     }

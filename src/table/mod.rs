@@ -184,11 +184,13 @@ where
     /// Removes `entry`, whose key hashes to `hash` (`self.hash`), if no one else has:
     /// marks it (the linearization point), runs `settle` (the remover's accounting), and
     /// makes sure it leaves the table, running no user code for that. Returns what `settle`
-    /// returned if this call removed it, `None` if someone else had.
+    /// returned if this call removed it, `None` if someone else had. Without a hash (the
+    /// key's `Hash` panicked), the entry is removed but stays in its slot until the next
+    /// migration (see `Slots::remove`).
     pub(crate) fn remove<R>(
         &self,
         entry: &Entry<K, V>,
-        hash: u64,
+        hash: Option<u64>,
         guard: &Guard,
         settle: impl FnOnce() -> R,
     ) -> Option<R> {

@@ -64,7 +64,7 @@ fn get<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64) -> Option<u64> {
 fn remove<S: BuildHasher>(table: &Table<u64, u64, S>, key: u64) -> bool {
     let guard = epoch::pin();
     match table.find(&key, table.hash(&key), &guard) {
-        Some(entry) => table.remove(entry, table.hash(&key), &guard, || ()).is_some(),
+        Some(entry) => table.remove(entry, Some(table.hash(&key)), &guard, || ()).is_some(),
         None => false,
     }
 }

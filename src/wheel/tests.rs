@@ -103,6 +103,7 @@ fn cascading_moves_timers_down_one_level_at_a_time() {
     let mut all = timers(&[64 * 64 + 64 + 1]);
     let mut wheel = Wheel::new(3, 0);
     file_all(&mut wheel, &mut all);
+    // SAFETY: the timer lives in `all`, and only this wheel touches its links.
     assert_eq!(unsafe { list_of(ptr(&mut all[0])) } as usize / SLOTS, 2);
     let mut handouts = 0;
     for now in 1..=64 * 64 + 64 + 1 {
@@ -142,6 +143,7 @@ fn overflow_holds_deadlines_beyond_the_top_level_until_the_window_turns() {
     let mut all = timers(&[130]);
     let mut wheel = Wheel::new(1, 60);
     file_all(&mut wheel, &mut all);
+    // SAFETY: the timer lives in `all`, and only this wheel touches its links.
     assert_eq!(unsafe { list_of(ptr(&mut all[0])) }, OVERFLOW);
     for now in 61..=129 {
         run(&mut wheel, now, usize::MAX);
@@ -158,6 +160,7 @@ fn never_deadlines_are_not_handed_out() {
     file_all(&mut wheel, &mut all);
     assert_eq!(run(&mut wheel, NEVER - 1, usize::MAX), 0);
     assert_eq!(wheel.len(), 1);
+    // SAFETY: the timer lives in `all`, is filed on this wheel, and only it touches its links.
     unsafe { wheel.remove(ptr(&mut all[0])) };
     assert_eq!(wheel.len(), 0);
 }
@@ -168,6 +171,7 @@ fn remove_unlinks_in_constant_time_and_clears_occupancy() {
     let mut wheel = Wheel::new(1, 0);
     file_all(&mut wheel, &mut all);
     for timer in all.iter_mut() {
+        // SAFETY: the timer lives in `all`, is filed on this wheel, and only it touches its links.
         unsafe { wheel.remove(ptr(timer)) };
     }
     assert_eq!(wheel.levels[0].occupied, 0);
@@ -204,6 +208,7 @@ fn removing_a_timer_of_the_slot_in_progress_is_safe() {
     assert_eq!(run(&mut wheel, 2, 1), 1);
     // The slot is half handed out; remove one of the rest.
     let victim = all.iter_mut().find(|t| t.fired_at.is_none()).unwrap();
+    // SAFETY: the timer lives in `all`, is filed on this wheel, and only it touches its links.
     unsafe { wheel.remove(ptr(victim)) };
     assert_eq!(run(&mut wheel, 2, usize::MAX), 2);
     assert_eq!(all.iter().filter(|t| t.fired_at.is_some()).count(), 3);
