@@ -34,7 +34,7 @@ use std::ptr::NonNull;
 use crate::clock::{TimeScale, TimeSource};
 use crate::intake::Intake;
 use crate::life::Claim;
-use crate::reclaim::{self, release_janitor_hold, Taken};
+use crate::reclaim::{self, JanitorReleases, Taken};
 use crate::sweep::EpochSweep;
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{fence, prefetch, AtomicBool, AtomicU64, Ordering, UnsafeCell};
@@ -326,8 +326,11 @@ where
             return report;
         }
         let guard = epoch::pin();
-        take_fresh(wheel, fresh, &mut report);
-        take_unlinked(wheel, table, &mut report);
+        // What this run lets go of: released one grace period after the run's end (or its
+        // panic), with one deferral.
+        let mut releases = JanitorReleases::new();
+        take_fresh(wheel, fresh, &mut releases, &mut report);
+        take_unlinked(wheel, table, &mut releases, &mut report);
         let mut ahead = Lookahead::new();
         let mut expired = on_expire.map(|_| Expired::new());
         let mut stop_popping = false;
@@ -420,7 +423,9 @@ where
             Err(panic) => (Some(true), Some(panic)),
         };
         report.migrating = migrated == Some(true);
-        take_unlinked(wheel, table, &mut report);
+        take_unlinked(wheel, table, &mut releases, &mut report);
+        // Before the sweep's mark, so that the mark runs after them.
+        releases.release_later(&epoch::pin());
         report.next_due_in = next_due_in(wheel, scale, started);
         // Push the epoch on so that the values this run removed are freed now, not whenever
         // other threads happen to collect (crate::sweep); the slot arrays a migration
@@ -505,8 +510,10 @@ where
             // SAFETY: holding `running` gives exclusive access to the wheel.
             let wheel = unsafe { &mut *wheel };
             let mut report = JanitorRun::default();
-            take_fresh(wheel, parts.fresh, &mut report);
-            take_unlinked(wheel, parts.table, &mut report);
+            let mut releases = JanitorReleases::new();
+            take_fresh(wheel, parts.fresh, &mut releases, &mut report);
+            take_unlinked(wheel, parts.table, &mut releases, &mut report);
+            releases.release_later(&epoch::pin());
         });
         // Once more for removals the epoch was held back on (no later run will chase them;
         // the map's drop drains the epoch's queue in any case).
@@ -682,15 +689,20 @@ fn help_migration<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
     Some(migrating)
 }
 
-/// Step 2: file new entries, or free those already unlinked.
-fn take_fresh<K, V>(wheel: &mut Wheel<Entry<K, V>>, fresh: &Intake<K, V>, report: &mut JanitorRun) {
+/// Step 2: file new entries, or let go of those already unlinked (into `releases`).
+fn take_fresh<K, V>(
+    wheel: &mut Wheel<Entry<K, V>>,
+    fresh: &Intake<K, V>,
+    releases: &mut JanitorReleases<K, V>,
+    report: &mut JanitorRun,
+) {
     fresh.take_all(|entry| {
         // SAFETY: entries on the intake are alive: the janitor side has not let go of them.
         let before = unsafe { (*entry).life.take() };
         if before.is_unlinked() {
             // Unlinked before we took it: the unlinker left the janitor's hold to us.
             // SAFETY: unlinked, off the intake now and never filed.
-            unsafe { release_janitor_hold(entry) };
+            unsafe { releases.push(entry) };
             report.retired += 1;
             return;
         }
@@ -706,14 +718,20 @@ fn take_fresh<K, V>(wheel: &mut Wheel<Entry<K, V>>, fresh: &Intake<K, V>, report
     });
 }
 
-/// Step 3: retire entries the table unlinked after we took them.
-fn take_unlinked<K, V, S>(wheel: &mut Wheel<Entry<K, V>>, table: &Table<K, V, S>, report: &mut JanitorRun) {
+/// Step 3: retire entries the table unlinked after we took them (into `releases`).
+fn take_unlinked<K, V, S>(
+    wheel: &mut Wheel<Entry<K, V>>,
+    table: &Table<K, V, S>,
+    releases: &mut JanitorReleases<K, V>,
+    report: &mut JanitorRun,
+) {
     table.unlinked().take_all(|entry| {
         let timer = NonNull::new(entry).expect("intake entries are non-null");
-        // SAFETY: alive until we let go; only the janitor touches its timer links.
+        // SAFETY: alive until we let go; only the janitor touches its timer links; off the
+        // intake and, after the removal, off the wheel.
         unsafe {
             wheel.remove(timer);
-            release_janitor_hold(entry);
+            releases.push(entry);
         }
         report.retired += 1;
     });

@@ -310,8 +310,8 @@ impl Life {
         State(self.0.fetch_or(UNLINKED, Ordering::AcqRel))
     }
 
-    /// The epoch side let go (the value is dropped). Returns whether the janitor side had
-    /// let go already: then this side frees the entry.
+    /// The value side let go (the value is dropped, or was taken by its remover). Returns
+    /// whether the janitor side had let go already: then this side frees the entry.
     pub(crate) fn release_value(&self) -> bool {
         self.0.fetch_or(VALUE_DROPPED, Ordering::AcqRel) & JANITOR_DONE != 0
     }

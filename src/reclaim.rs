@@ -2,21 +2,30 @@
 //!
 //! An unlinked entry has two holders that let go independently:
 //!
-//! - the **epoch side**: the thread that unlinks the entry from the table defers, through
+//! - the **value side**: the thread that unlinks the entry from the table defers, through
 //!   crossbeam-epoch, the drop of its value; the deferred closure runs once every thread
-//!   that could have reached the entry has unpinned, and sets `VALUE_DROPPED`;
-//! - the **janitor side**: the janitor (or, after `done`, the unlinker; on drop, the
-//!   dropping thread) lets go once the entry is off its intakes and its wheel, and sets
-//!   `JANITOR_DONE`.
+//!   that could have reached the entry has unpinned, and sets `VALUE_DROPPED`. A value its
+//!   remover took already (a leased one, see `crate::lease`: dropped at once ([`Taken`]) or
+//!   handed to the remover's caller) has nothing left to wait for: the unlinker sets
+//!   `VALUE_DROPPED` at once ([`release_taken_value`]), and defers nothing;
+//! - the **janitor side**: the janitor (or, after `done`, the unlinker) lets go once the
+//!   entry is off its intakes and its wheel, **one grace period later**: it collects the
+//!   entries it lets go of in a run ([`JanitorReleases`]) and defers one closure for them
+//!   all, which sets `JANITOR_DONE` on each. (On drop, the dropping thread lets go at once:
+//!   nothing else can reach the map.)
 //!
 //! Whichever sets its flag second (one `fetch_or` on the entry's `life` word decides)
-//! frees the rest of the entry. So a removed value is released one epoch advance after
-//! its removal, whatever the janitor is doing, and the entry's memory is freed exactly
-//! once. Entries still in the table when it is dropped are freed whole, directly.
+//! frees the rest of the entry. Both sides' deferrals start after the unlink (the janitor
+//! takes an entry only once it is unlinked), so the shell is freed only after every thread
+//! that could have reached it has unpinned, whichever side is second; a removed value
+//! waits for one epoch advance at most, whatever the janitor is doing; and the entry's
+//! memory is freed exactly once. Entries still in the table when it is dropped are freed
+//! whole, directly.
 //!
-//! A leased value (a large one, see `crate::lease`) usually does not wait for the epoch:
-//! its remover takes it when no reader is in, and drops it at once ([`Taken`]) or
-//! hands it to its caller; the epoch side then finds it taken and drops only the rest.
+//! So a removal whose remover took the value (every removal of a `DownloadBuffer` payload no
+//! reader was reading) costs its thread no epoch deferral at all: the worker allocates no
+//! epoch bags, and the shells are freed in batches, wherever the epoch runs the janitor's
+//! closures.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
@@ -128,17 +137,94 @@ pub(crate) unsafe fn release_value_later<K, V>(entry: *mut Entry<K, V>, guard: &
     }
 }
 
-/// The janitor side lets go of an unlinked `entry`.
+/// The value side of an unlinked `entry` whose remover took its value: nothing of it is
+/// left to wait for, so it lets go at once. The shell waits for the janitor side, which
+/// lets go one grace period after it takes the entry, which it does after this unlink.
 ///
 /// # Safety
-/// `entry` is unlinked (its epoch side is under way), off every intake and off any wheel
-/// that will be touched again; each entry gets this call once.
+/// `entry` was just unlinked by the caller (who is pinned), and its value's take happened
+/// before (its lease reads `TAKEN`); each entry gets one value side.
+pub(crate) unsafe fn release_taken_value<K, V>(entry: *mut Entry<K, V>) {
+    // SAFETY: alive: the janitor side has not let go (it comes after this unlink).
+    if unsafe { (*entry).life.release_value() } {
+        // Not reached as the protocol stands (the janitor side lets go only after the
+        // unlink that calls this); if it were, its grace period began after the unlink.
+        // SAFETY: both sides are done, the janitor's after a grace period.
+        unsafe { free_shell(entry) };
+    }
+}
+
+/// The janitor side lets go of an unlinked `entry` now.
+///
+/// # Safety
+/// `entry` is unlinked, off every intake and off any wheel that will be touched again;
+/// each entry gets this call once; and no thread can still reach it: a grace period has
+/// passed since it was unlinked (the closure of [`JanitorReleases`]), or nothing else can
+/// reach the map (it is being dropped).
 pub(crate) unsafe fn release_janitor_hold<K, V>(entry: *mut Entry<K, V>) {
     // SAFETY: the entry is alive until both sides have let go, and we have not.
     if unsafe { (*entry).life.release_janitor() } {
-        // The epoch side ran, so no reader is left: free now.
+        // The value side let go too, and no reader is left (the caller's contract).
         // SAFETY: both sides are done; nothing can reach the entry.
         unsafe { free_shell(entry) };
+    }
+}
+
+/// Entries whose janitor side lets go, collected over a janitor run and released together
+/// one grace period later: one epoch deferral for all of them. Chained through their
+/// `intake_next`, which is free once an entry is off every intake. Released when dropped
+/// too (a run that panics).
+pub(crate) struct JanitorReleases<K, V> {
+    head: *mut Entry<K, V>,
+}
+
+impl<K, V> JanitorReleases<K, V> {
+    pub(crate) fn new() -> JanitorReleases<K, V> {
+        JanitorReleases { head: std::ptr::null_mut() }
+    }
+
+    /// Adds `entry`.
+    ///
+    /// # Safety
+    /// `entry` is unlinked, off every intake and off any wheel that will be touched
+    /// again; it is added once, and nobody else writes its `intake_next` from now on.
+    pub(crate) unsafe fn push(&mut self, entry: *mut Entry<K, V>) {
+        // SAFETY: alive (the janitor side has not let go), and its `intake_next` is ours.
+        unsafe { (*entry).intake_next.store(self.head, crate::sync::Ordering::Relaxed) };
+        self.head = entry;
+    }
+
+    /// Defers the release of every entry added so far, pinned by `guard`.
+    pub(crate) fn release_later(&mut self, guard: &Guard) {
+        let head = std::mem::replace(&mut self.head, std::ptr::null_mut());
+        if head.is_null() {
+            return;
+        }
+        let owned = Unlinked(head);
+        // SAFETY: the closure runs after every thread pinned now has unpinned; each entry
+        // was unlinked before it was added, so no thread pinned later can reach it, and
+        // none of them is freed before its janitor side lets go, here. The closure touches
+        // only the entries, so it may run on any thread, even after the map is gone.
+        unsafe {
+            guard.defer_unchecked(move || {
+                let owned = owned;
+                let mut entry = owned.0;
+                while !entry.is_null() {
+                    // Read before the release, which may free the entry.
+                    let next = (*entry).intake_next.load(crate::sync::Ordering::Relaxed);
+                    release_janitor_hold(entry);
+                    entry = next;
+                }
+            })
+        };
+    }
+}
+
+impl<K, V> Drop for JanitorReleases<K, V> {
+    fn drop(&mut self) {
+        if !self.head.is_null() {
+            self.release_later(&crate::sync::epoch::pin());
+        }
     }
 }
 

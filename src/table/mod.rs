@@ -10,7 +10,7 @@ pub(crate) use entry::Entry;
 
 use crate::intake::Intake;
 use crate::life::Life;
-use crate::reclaim::{destroy_whole, release_janitor_hold, release_value_later};
+use crate::reclaim::{destroy_whole, release_janitor_hold, release_taken_value, release_value_later, JanitorReleases};
 use crate::slots::{self, Release, Slots};
 use crate::sync::epoch::Guard;
 use crate::sync::{AtomicBool, Ordering};
@@ -42,22 +42,32 @@ impl<K, V> Release<Entry<K, V>> for Handoff<K, V> {
     unsafe fn unlinked(&self, entry: *mut Entry<K, V>, guard: &Guard) {
         // SAFETY: the table hands off an entry once, while it is alive and `guard` pins us.
         let node = unsafe { &*entry };
-        // A leased value not taken (yet) waits for the epoch: a reader was in at the take, or
-        // the remover left it to the janitor's listener, or this unlink (a helper's) came
-        // before the take. Flush, so that the payload goes within an epoch advance, not 64
-        // retirements later.
-        let flush = node.lease.waits_for_epoch();
-        // SAFETY: the entry just left the table, and we are pinned by `guard`.
-        unsafe { release_value_later(entry, guard, flush) };
+        if node.lease.is_taken() {
+            // Its remover took the value (before this unlink: `TAKEN` is set once, and seen
+            // set it stays): nothing to defer.
+            // SAFETY: just unlinked by this call, pinned, its value taken.
+            unsafe { release_taken_value(entry) };
+        } else {
+            // A leased value not taken (yet) waits for the epoch: a reader was in at the
+            // take, or the remover left it to the janitor's listener, or this unlink (a
+            // helper's) came before the take. Flush, so that the payload goes within an
+            // epoch advance, not 64 retirements later.
+            let flush = node.lease.waits_for_epoch();
+            // SAFETY: the entry just left the table, and we are pinned by `guard`.
+            unsafe { release_value_later(entry, guard, flush) };
+        }
         if !node.life.unlink().is_taken() {
             // The janitor has not taken it from its intake of new entries yet; it will see
             // UNLINKED when it does, and let go of it then.
             return;
         }
         if self.janitor_gone.load(Ordering::Acquire) {
-            // No janitor will look at the wheel or the intakes again: let go for it.
+            // No janitor will look at the wheel or the intakes again: let go for it, one
+            // grace period from now (as the janitor would).
+            let mut releases = JanitorReleases::new();
             // SAFETY: unlinked, on no intake, on no wheel anyone will touch again.
-            unsafe { release_janitor_hold(entry) };
+            unsafe { releases.push(entry) };
+            releases.release_later(guard);
         } else {
             // The janitor took it, so `intake_next` is free again: hand it over.
             // SAFETY: the entry is alive (the janitor side still holds it), on no intake,
