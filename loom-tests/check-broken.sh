@@ -32,6 +32,7 @@ declare -A CATCHER=(
     [take_ignores_readers]=delete_get
     [take_after_claim]=janitor_remove
     [set_if_absent_takes_after_claim]=janitor_set_if_absent
+    [janitor_releases_now]=janitor_remove
 )
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && mapfile -t variants < <(printf "%s\n" "${!CATCHER[@]}" | sort)

@@ -5,7 +5,9 @@
 //! whole stripe at once with a `swap`, so pops never race pushes (no ABA).
 //!
 //! An entry is linked through its own `intake_next` field, so pushing never allocates.
-//! It sits on at most one intake at a time (`docs/design.md`, "Hand-offs").
+//! It sits on at most one intake at a time, and on none once the janitor lets go of it
+//! (which chains its released entries through the same field: `crate::reclaim`;
+//! `docs/design.md`, "Hand-offs").
 
 use std::ptr;
 

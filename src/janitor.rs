@@ -1,6 +1,6 @@
 //! The janitor: the only owner of the timing wheel. It removes what is due and lets go of
-//! removed entries; whichever of it and the epoch's deferred drop finishes second frees an
-//! entry (`crate::reclaim`).
+//! removed entries, one grace period after it takes them (one epoch deferral a run);
+//! whichever of its hold and the value's lets go second frees an entry (`crate::reclaim`).
 //!
 //! Each run (on the process's janitor thread, when the map's earliest entry may be due, soon
 //! after entries arrive or are removed, every 10 ms while its intakes are busy, and at once
@@ -8,9 +8,9 @@
 //! whenever an embedder in manual mode calls it):
 //!
 //! 1. reads the clock (the hot path reads it too: no caller depends on the janitor's time);
-//! 2. takes new entries from the intake and files them in the wheel (or frees them at
-//!    once if they were already unlinked from the table);
-//! 3. takes unlinked entries from the table's intake, unfiles them and retires them;
+//! 2. takes new entries from the intake and files them in the wheel (or lets go of them
+//!    if they were already unlinked from the table);
+//! 3. takes unlinked entries from the table's intake, unfiles them and lets go of them;
 //! 4. hands out due timers, at most `budget` of them and for at most about one wheel tick
 //!    of time ([`run_time_limit`]): an entry whose deadline moved is filed again; one that
 //!    is due is claimed with a CAS on its `life` word and removed from the table; the rest
@@ -18,8 +18,9 @@
 //! 5. moves a migration of the table under way along, if any, for what is left of its
 //!    time (at least a few thousand slots): writers help only while they write, so this is
 //!    how a migration they left behind ends and frees its old slot array;
-//! 6. retires its own removals and pushes the epoch forward so that retired entries
-//!    (and their values) are freed before the next run.
+//! 6. lets go of the entries its own removals unlinked, defers the release of every entry
+//!    it let go of (one closure for the run, `crate::reclaim::JanitorReleases`) and pushes
+//!    the epoch forward so that they (and the values removed) are freed before the next run.
 //!
 //! A run that finds both intakes empty, nothing due and no migration under way stops after
 //! step 1, before pinning:
@@ -56,7 +57,8 @@ pub struct JanitorRun {
     /// Entries this run expired: claimed past their deadline (and removed, by this run or
     /// by a call that raced it to the removal). The expiry listener is called for each.
     pub expired: usize,
-    /// Removed entries the janitor let go of (their memory is freed once their value is).
+    /// Removed entries the janitor let go of (their memory is freed one grace period later,
+    /// once their value is dropped too).
     pub retired: usize,
     /// Whether due timers were left for the next run (the budget or the run's time limit
     /// ran out).
@@ -425,7 +427,9 @@ where
         report.migrating = migrated == Some(true);
         take_unlinked(wheel, table, &mut releases, &mut report);
         // Before the sweep's mark, so that the mark runs after them.
-        releases.release_later(&epoch::pin());
+        if !releases.is_empty() {
+            releases.release_later(&epoch::pin());
+        }
         report.next_due_in = next_due_in(wheel, scale, started);
         // Push the epoch on so that the values this run removed are freed now, not whenever
         // other threads happen to collect (crate::sweep); the slot arrays a migration
@@ -513,7 +517,11 @@ where
             let mut releases = JanitorReleases::new();
             take_fresh(wheel, parts.fresh, &mut releases, &mut report);
             take_unlinked(wheel, parts.table, &mut releases, &mut report);
-            releases.release_later(&epoch::pin());
+            if !releases.is_empty() {
+                releases.release_later(&epoch::pin());
+                // No later run will chase them: push the epoch on as a run's removals do.
+                self.sweep.after_removals(0);
+            }
         });
         // Once more for removals the epoch was held back on (no later run will chase them;
         // the map's drop drains the epoch's queue in any case).

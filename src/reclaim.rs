@@ -146,12 +146,10 @@ pub(crate) unsafe fn release_value_later<K, V>(entry: *mut Entry<K, V>, guard: &
 /// before (its lease reads `TAKEN`); each entry gets one value side.
 pub(crate) unsafe fn release_taken_value<K, V>(entry: *mut Entry<K, V>) {
     // SAFETY: alive: the janitor side has not let go (it comes after this unlink).
-    if unsafe { (*entry).life.release_value() } {
-        // Not reached as the protocol stands (the janitor side lets go only after the
-        // unlink that calls this); if it were, its grace period began after the unlink.
-        // SAFETY: both sides are done, the janitor's after a grace period.
-        unsafe { free_shell(entry) };
-    }
+    let janitor_done = unsafe { (*entry).life.release_value() };
+    // The janitor side lets go only after it takes the entry, which it does only after the
+    // caller's `unlink`, which comes after this: the janitor side is never first here.
+    debug_assert!(!janitor_done, "the janitor side let go of an entry before its unlink");
 }
 
 /// The janitor side lets go of an unlinked `entry` now.
@@ -189,9 +187,25 @@ impl<K, V> JanitorReleases<K, V> {
     /// `entry` is unlinked, off every intake and off any wheel that will be touched
     /// again; it is added once, and nobody else writes its `intake_next` from now on.
     pub(crate) unsafe fn push(&mut self, entry: *mut Entry<K, V>) {
+        #[cfg(loom_broken = "janitor_releases_now")]
+        {
+            // Broken on purpose: let go now, with no grace period, while a reader that
+            // found the entry before its unlink may still be reading it.
+            // SAFETY: none; this variant exists to show that the loom models catch it.
+            unsafe { release_janitor_hold(entry) };
+            return;
+        }
         // SAFETY: alive (the janitor side has not let go), and its `intake_next` is ours.
-        unsafe { (*entry).intake_next.store(self.head, crate::sync::Ordering::Relaxed) };
+        #[allow(unreachable_code)]
+        unsafe {
+            (*entry).intake_next.store(self.head, crate::sync::Ordering::Relaxed)
+        };
         self.head = entry;
+    }
+
+    /// Whether no entry was added since the last release.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.head.is_null()
     }
 
     /// Defers the release of every entry added so far, pinned by `guard`.

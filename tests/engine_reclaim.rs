@@ -527,6 +527,59 @@ fn values_removed_after_done_are_still_released() {
     })
 }
 
+/// A key that reports its drops to a [`Ledger`]: the entry's shell is freed when it is.
+struct TrackedKey(Tracked);
+
+impl PartialEq for TrackedKey {
+    fn eq(&self, other: &TrackedKey) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for TrackedKey {}
+
+impl std::hash::Hash for TrackedKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state);
+    }
+}
+
+#[test]
+fn entries_removed_after_done_are_freed_whole_before_the_map_is_dropped() {
+    isolated(|| {
+        // With leased values (taken by their remover: the unlinker lets go of the janitor's
+        // hold one grace period later) and unleased ones (the value's own deferral frees the
+        // shell), an entry removed after `done` is freed, key included, by the epoch alone.
+        for leased in [false, true] {
+            let keys = Ledger::new(1_000);
+            let key = |n: u64| TrackedKey(keys.value(n));
+            let clock = ManualClock::new();
+            let is_large: fn(&u64) -> bool = if leased { |_| true } else { |_| false };
+            let map: ExpiringMap<TrackedKey, u64> =
+                Builder::new(ms(100), HOUR).clock(clock.clone()).manual().eager_release(is_large).build().unwrap();
+            for n in 0..6 {
+                map.set(key(n), n);
+            }
+            map.run_janitor();
+            map.set(key(6), 6); // on the janitor's intake when it stops
+            map.done();
+            assert!(map.delete(&key(0)));
+            assert!(map.delete(&key(6)));
+            assert_eq!(map.fetch_and_delete(&key(1)), Some(1));
+            map.set(key(2), 20); // replaces
+            map.set(key(7), 7); // new after done
+            assert!(map.delete(&key(7)));
+            // Left: 2 (the new key), 3, 4, 5. No janitor any more: the epoch frees the rest.
+            let flushes = flushes_until_live(&keys, 4, 8);
+            assert!(flushes <= 4, "leased {leased}: shells removed after done took {flushes} epoch flushes");
+            assert_eq!(map.len(), 4);
+            drop(map);
+            assert_eq!(keys.live(), 0, "leased {leased}: drop after done");
+            keys.assert_each_dropped_once();
+        }
+    })
+}
+
 #[test]
 fn dropping_the_map_frees_every_value_at_once() {
     isolated(|| {

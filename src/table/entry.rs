@@ -30,8 +30,9 @@ pub(crate) struct Entry<K, V> {
     pub(crate) lease: Lease,
     /// The wheel's links; only the janitor touches them.
     timer: UnsafeCell<TimerLinks<Entry<K, V>>>,
-    /// The next entry in whichever intake stack holds this entry: first the janitor's
-    /// intake of new entries, later (once `TAKEN`) the table's intake of unlinked ones.
+    /// The next entry in whichever list holds this entry: first the janitor's intake of new
+    /// entries, later (once `TAKEN`) the table's intake of unlinked ones, last the janitor's
+    /// releases of one run (`crate::reclaim::JanitorReleases`), once it is off both.
     pub(crate) intake_next: AtomicPtr<Entry<K, V>>,
 }
 

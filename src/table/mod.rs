@@ -1,6 +1,7 @@
 //! The engine's table: the slot table (`crate::slots`) over [`Entry`]s, with what the
 //! engine adds to it: the hasher, the hand-down of a replaced entry's deadline, and the
-//! hand-off of unlinked entries to the epoch (their values) and the janitor (the rest).
+//! hand-off of unlinked entries: their values let go of at once if taken, else after the
+//! epoch's grace period; the rest to the janitor (`crate::reclaim`).
 
 mod entry;
 
@@ -24,7 +25,8 @@ pub(crate) struct Table<K, V, S> {
     slots: Slots<Entry<K, V>, Handoff<K, V>, S>,
 }
 
-/// Where unlinked entries go: their values to the epoch, the rest to the janitor.
+/// Where unlinked entries go: their values let go of (at once if taken, else through the
+/// epoch), the rest to the janitor.
 pub(crate) struct Handoff<K, V> {
     /// Entries unlinked after the janitor took them (see `crate::life`, "take").
     unlinked: Intake<K, V>,
@@ -42,7 +44,8 @@ impl<K, V> Release<Entry<K, V>> for Handoff<K, V> {
     unsafe fn unlinked(&self, entry: *mut Entry<K, V>, guard: &Guard) {
         // SAFETY: the table hands off an entry once, while it is alive and `guard` pins us.
         let node = unsafe { &*entry };
-        if node.lease.is_taken() {
+        let value_taken = node.lease.is_taken();
+        if value_taken {
             // Its remover took the value (before this unlink: `TAKEN` is set once, and seen
             // set it stays): nothing to defer.
             // SAFETY: just unlinked by this call, pinned, its value taken.
@@ -62,12 +65,21 @@ impl<K, V> Release<Entry<K, V>> for Handoff<K, V> {
             return;
         }
         if self.janitor_gone.load(Ordering::Acquire) {
-            // No janitor will look at the wheel or the intakes again: let go for it, one
-            // grace period from now (as the janitor would).
-            let mut releases = JanitorReleases::new();
-            // SAFETY: unlinked, on no intake, on no wheel anyone will touch again.
-            unsafe { releases.push(entry) };
-            releases.release_later(guard);
+            // No janitor will look at the wheel or the intakes again: let go for it.
+            if value_taken {
+                // The value side let go already, so this side is second and frees the
+                // shell: one grace period from now, as the janitor would.
+                let mut releases = JanitorReleases::new();
+                // SAFETY: unlinked, on no intake, on no wheel anyone will touch again.
+                unsafe { releases.push(entry) };
+                releases.release_later(guard);
+            } else {
+                // The value side's deferral (above, after the unlink) frees the shell after
+                // a grace period: this side may let go now, it is first.
+                // SAFETY: unlinked, on no intake, on no wheel anyone will touch again; the
+                // value side is still pending, so this does not free the entry.
+                unsafe { release_janitor_hold(entry) };
+            }
         } else {
             // The janitor took it, so `intake_next` is free again: hand it over.
             // SAFETY: the entry is alive (the janitor side still holds it), on no intake,

@@ -177,13 +177,16 @@ fn removed_entries_are_handed_to_the_janitor_only_once_taken() {
     table.unlinked().take_all(|entry| {
         // SAFETY: entries on the intake are alive until the janitor side lets go.
         handed.push(unsafe { (*entry).key });
-        // SAFETY: unlinked, off the intake, never filed.
+        // SAFETY: unlinked, off the intake, never filed; and no thread can reach it any
+        // more (the grace period the janitor waits for): this test's guards are all
+        // dropped and no other thread uses the table.
         unsafe { release_janitor_hold(entry) };
     });
     assert_eq!(handed, vec![2], "only the taken entry goes through the unlinked intake");
     // Entry 1 was never taken: the janitor lets go when it takes it from the intake of new
     // entries and sees UNLINKED. Do that here.
-    // SAFETY: the janitor side has not let go of it yet; it is on no intake in this test.
+    // SAFETY: the janitor side has not let go of it yet; it is on no intake in this test;
+    // no thread can reach it (as above).
     unsafe {
         assert!((*untaken).life.load().is_unlinked());
         release_janitor_hold(untaken);
