@@ -18,7 +18,7 @@
 //! that follows the clear. If it finds the flag clear, it pushes the bell. Either way a run
 //! comes that sees the entry. A bell is on the rack at most once (only the ringer that set
 //! the flag pushes it, and the flag is cleared only once the bell is off the rack).
-//! Checked by the loom models at the end of this file.
+//! Checked by a loom model together with the intakes that ring (`crate::intake`'s tests).
 
 use std::sync::Arc;
 
@@ -139,52 +139,5 @@ impl Doorbell {
     /// The janitor job this bell wakes: its slot and generation.
     pub(crate) fn job(&self) -> (usize, u64) {
         (self.slot.load(Ordering::Acquire), self.generation.load(Ordering::Acquire))
-    }
-}
-
-/// Loom models of the protocol, run by `loom-tests/run.sh` (the crate's own unit tests
-/// under `--cfg crossbeam_loom`, filtered to `loom_`).
-#[cfg(all(test, crossbeam_loom))]
-mod tests {
-    use super::*;
-    use crate::intake::Intake;
-    use crate::life::Life;
-    use crate::reclaim::destroy_whole;
-    use crate::table::new_entry;
-
-    /// Two threads push one entry each onto a map's intake (ringing its bell as the engine
-    /// does) while the janitor thread takes the rack and then the intake. Afterwards, every
-    /// entry still on the intake is announced by a bell on the rack: no wake is lost.
-    #[test]
-    fn loom_an_entry_left_on_an_intake_always_has_a_rung_bell() {
-        loom::model(|| {
-            let rack: &'static Rack = Box::leak(Box::new(Rack::new()));
-            let bell = Doorbell::new(rack);
-            let intake = loom::sync::Arc::new(Intake::<u64, u64>::new(Some(Arc::clone(&bell))));
-            let pushers: Vec<_> = (0..2u64)
-                .map(|key| {
-                    let intake = loom::sync::Arc::clone(&intake);
-                    loom::thread::spawn(move || {
-                        let entry = new_entry(key, key, Life::new(0, false), false);
-                        // SAFETY: a fresh entry, on no intake; taken and freed below.
-                        unsafe { intake.push(entry) };
-                    })
-                })
-                .collect();
-            let free = |entry| {
-                // SAFETY: taken off the intake, never published anywhere else.
-                unsafe { destroy_whole(entry) }
-            };
-            // The janitor thread: a drain of the rack, then the run it leads to.
-            rack.take(|_| {});
-            let taken = intake.take_all(free);
-            for pusher in pushers {
-                pusher.join().unwrap();
-            }
-            let rung = rack.take(|_| {});
-            let left = intake.take_all(free);
-            assert!(left == 0 || rung == 1, "{left} entries left on the intake with no bell rung ({taken} taken)");
-            assert!(rung <= 1, "a bell on the rack twice");
-        });
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::clock::{SystemClock, TimeScale, TimeSource};
 use crate::doorbell::{Doorbell, Rack};
+use crate::entry::{new_entry, Entry};
 use crate::error::require_nonzero;
 use crate::intake::Intake;
 use crate::janitor::{Janitor, JanitorRun, JanitorStats, Listener, Parts};
@@ -26,7 +27,7 @@ use crate::stats::{Stats, Tally};
 use crate::sweep;
 use crate::sync::epoch::{self, Guard};
 use crate::sync::Arc;
-use crate::table::{new_entry, Entry, Inserted, Replaced, Table};
+use crate::table::{Inserted, Replaced, Table};
 use crate::ticker::Next;
 use crate::weights::{Weigher, Weights};
 use crate::wheel::levels_for;

@@ -33,13 +33,14 @@
 use std::ptr::NonNull;
 
 use crate::clock::{TimeScale, TimeSource};
+use crate::entry::Entry;
 use crate::intake::Intake;
 use crate::life::Claim;
 use crate::reclaim::{self, JanitorReleases, Taken};
 use crate::sweep::EpochSweep;
 use crate::sync::epoch::{self, Guard};
 use crate::sync::{fence, prefetch, AtomicBool, AtomicU64, Ordering, UnsafeCell};
-use crate::table::{Entry, Table};
+use crate::table::Table;
 use crate::ticker::Next;
 use crate::weights::Weights;
 use crate::wheel::{self, Wheel};

@@ -72,6 +72,7 @@ mod counter;
 mod doorbell;
 mod download;
 mod engine;
+mod entry;
 mod error;
 mod id;
 mod intake;

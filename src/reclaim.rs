@@ -30,8 +30,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
 
+use crate::entry::Entry;
 use crate::sync::epoch::Guard;
-use crate::table::Entry;
 
 /// Entries whose key or value destructor panicked, process-wide (deferred destructors run
 /// on whichever thread the epoch picks, so there is no per-buffer place to count them).

@@ -10,7 +10,7 @@ use loom::sync::Arc;
 use loom::thread;
 use loom_tests::{small_map, FixedHasher};
 
-/// Where a key sorts in the table's list (its split-order key; see src/table/entry.rs).
+/// Where a key sorts in the table's list (its split-order key; see src/entry.rs).
 fn split_order(key: u64) -> u64 {
     (FixedHasher::default().hash_one(key) | 1 << 63).reverse_bits()
 }

@@ -3,14 +3,10 @@
 //! hand-off of unlinked entries: their values let go of at once if taken, else after the
 //! epoch's grace period; the rest to the janitor (`crate::reclaim`).
 
-mod entry;
-
 use std::hash::{BuildHasher, Hash};
 
-pub(crate) use entry::Entry;
-
+use crate::entry::Entry;
 use crate::intake::Intake;
-use crate::life::Life;
 use crate::reclaim::{destroy_whole, release_janitor_hold, release_taken_value, release_value_later, JanitorReleases};
 use crate::slots::{self, Release, Slots};
 use crate::sync::epoch::Guard;
@@ -256,12 +252,6 @@ impl<K, V> Drop for Handoff<K, V> {
         // SAFETY: entries on the unlinked intake are in no slot and on no other intake.
         self.unlinked.take_all(|entry| unsafe { release_janitor_hold(entry) });
     }
-}
-
-/// Makes an unpublished entry for `key` with initial `life` word; `leased` if its readers
-/// count themselves in (a large value, see `crate::lease`).
-pub(crate) fn new_entry<K, V>(key: K, value: V, life: Life, leased: bool) -> *mut Entry<K, V> {
-    Box::into_raw(Box::new(Entry::new(key, value, life, leased)))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::*;
+use crate::entry::new_entry;
 use crate::life::Life;
 use crate::reclaim::release_janitor_hold;
 use crate::sync::epoch;

@@ -119,6 +119,12 @@ unsafe impl<K, V> Timer for Entry<K, V> {
     }
 }
 
+/// Makes an unpublished entry for `key` with initial `life` word; `leased` if its readers
+/// count themselves in (a large value, see `crate::lease`).
+pub(crate) fn new_entry<K, V>(key: K, value: V, life: Life, leased: bool) -> *mut Entry<K, V> {
+    Box::into_raw(Box::new(Entry::new(key, value, life, leased)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
