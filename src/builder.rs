@@ -57,8 +57,11 @@ impl<K, V> Builder<K, V> {
 }
 
 impl<K, V, S, T> Builder<K, V, S, T> {
-    /// Reads time from `clock` instead of a new [`SystemClock`](crate::SystemClock) (a
-    /// `SystemClock` given here keeps the fast path: no virtual call per read).
+    /// Reads time from `clock` instead of the default: on Linux the kernel's monotonic clock
+    /// (`Instant`'s), with entries judged by its coarse variant where the `tick` leaves room
+    /// for its lag (docs/design.md, "Time"); elsewhere a new
+    /// [`SystemClock`](crate::SystemClock). A `SystemClock` given here keeps the fast path (no
+    /// virtual call per read); a given clock is read for dating and judging alike.
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.settings.clock = Some(TimeSource::of(clock));
         self

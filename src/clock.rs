@@ -3,7 +3,9 @@
 //! Every call that dates or judges an entry reads the [`Clock`] itself (`set`, `get`, the
 //! removals; the janitor once per run and now and then during a long one), so no entry's
 //! life depends on when the janitor last ran. Tests and embedders
-//! inject a [`ManualClock`] to make expiry deterministic.
+//! inject a [`ManualClock`] to make expiry deterministic. A map built without a clock reads
+//! the kernel's clocks on Linux: the monotonic one dates entries, the coarse one judges them
+//! where the map's `tick` leaves room for its lag ([`TimeSource`], `KernelClock`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,16 +32,19 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Duration;
 }
 
-/// The default clock: the CPU's time-stamp counter (through the `quanta` crate), scaled to
-/// nanoseconds, where the system vouches for it; the monotonic clock (`Instant`) elsewhere.
-/// Never the wall clock.
+/// The CPU's time-stamp counter (through the `quanta` crate), scaled to nanoseconds, where
+/// the system vouches for it; the monotonic clock (`Instant`) elsewhere. Never the wall
+/// clock. The default clock off Linux; on Linux a map built without a clock runs on the
+/// kernel's monotonic clock instead (`Instant`'s), and judges entries by the kernel's
+/// coarse clock where its `tick` allows (docs/design.md, "Time"): twice the gets a second
+/// over a large table, since every precise reading, this one's included, holds back the
+/// loads after it until the ones before it are done.
 ///
-/// Every call that dates or judges an entry reads it, so it must be cheap and must not
-/// stall the CPU: an `Instant` read (`clock_gettime` through the vDSO) fences the loads
-/// before it, so that back-to-back lookups in a large table lose their overlapping cache
-/// misses (a 1 M-entry `get` paid ~0.2 µs for it in the Criterion benchmarks). The counter is read
-/// without a fence (~10 ns). quanta calibrates it against the monotonic clock once per
-/// process (a busy loop of up to a few milliseconds in the first `SystemClock::new`).
+/// Every call that dates or judges an entry reads it, so it must be cheap: an `Instant`
+/// read (`clock_gettime` through the vDSO) fences the loads before it (a 1 M-entry `get`
+/// paid ~0.2 µs for it in the Criterion benchmarks); the counter is read without a fence
+/// (~10 ns). quanta calibrates it against the monotonic clock once per process (a busy loop
+/// of up to a few milliseconds in the first `SystemClock::new`).
 ///
 /// The counter is used only where every core's counter agrees: on Linux, when the kernel's
 /// clocksource is `tsc` (the kernel checks the counters' synchronization at boot and
@@ -149,10 +154,19 @@ impl fmt::Debug for ManualClock {
     }
 }
 
-/// Where a map reads the time: the system clock without a virtual call (the hot path reads
-/// it on every `set`, hit and removal), or the clock a builder was given.
+/// Where a map reads the time: the kernel's clocks (a map built without a clock, on Linux:
+/// [`KernelClock`]), a [`SystemClock`] without a virtual call (the hot path reads the time
+/// on every `set`, hit and removal), or the clock a builder was given.
+///
+/// Two readings: [`now`](Self::now), the time, which dates entries (`set`, a touch that
+/// moves a deadline) and drives the janitor; and [`seen`](Self::seen), which judges them
+/// (is it live?): never ahead of `now`, at most [`lag`](Self::lag) behind it, and cheap.
+/// Judging by a time that may trail keeps "never early" exact (an entry is judged dead only
+/// once it is); it costs "never late" up to `lag`, which the map allows only within its tick.
 pub(crate) enum TimeSource {
     System(SystemClock),
+    #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+    Kernel(KernelClock),
     Custom(Box<dyn Clock>),
 }
 
@@ -165,14 +179,148 @@ impl TimeSource {
         }
     }
 
+    /// The time source of a map built without a clock: on Linux the kernel's monotonic
+    /// clock (`Instant`'s), judging by its coarse variant where that one's lag fits in half
+    /// the map's `tick` ([`KernelClock::new`]); elsewhere a [`SystemClock`].
+    pub(crate) fn default_for(tick: Duration) -> TimeSource {
+        #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+        if let Some(kernel) = KernelClock::new(tick) {
+            return TimeSource::Kernel(kernel);
+        }
+        let _ = tick;
+        TimeSource::System(SystemClock::new())
+    }
+
     /// Nanoseconds since the clock's origin, saturating at about 584 years.
     #[inline]
     pub(crate) fn now(&self) -> u64 {
         match self {
             TimeSource::System(clock) => clock.nanos(),
+            #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+            TimeSource::Kernel(clock) => clock.now(),
             TimeSource::Custom(clock) => nanos(clock.now()),
         }
     }
+
+    /// A reading for judging entries: at most [`now`](Self::now), and at most
+    /// [`lag`](Self::lag) behind it.
+    #[inline]
+    pub(crate) fn seen(&self) -> u64 {
+        match self {
+            #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+            TimeSource::Kernel(clock) => clock.seen(),
+            _ => self.now(),
+        }
+    }
+
+    /// How far [`seen`](Self::seen) may trail [`now`](Self::now), in nanoseconds (0: it
+    /// is `now`).
+    #[inline]
+    pub(crate) fn lag(&self) -> u64 {
+        match self {
+            #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+            TimeSource::Kernel(clock) => clock.lag,
+            _ => 0,
+        }
+    }
+
+    /// Whether the time is the real one (the janitor thread may sleep until a deadline),
+    /// not a clock that moves only when told.
+    pub(crate) fn is_real(&self) -> bool {
+        match self {
+            TimeSource::System(_) => true,
+            #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+            TimeSource::Kernel(_) => true,
+            TimeSource::Custom(_) => false,
+        }
+    }
+}
+
+/// The kernel's clocks, read through the vDSO (no system call): `CLOCK_MONOTONIC` (what
+/// `Instant` reads) for [`TimeSource::now`], and, where the map's `tick` allows it,
+/// `CLOCK_MONOTONIC_COARSE` for [`TimeSource::seen`]: the same time as of the kernel's last
+/// timer interrupt, read with plain loads. A `get` then reads only the coarse clock, unless
+/// its touch may move the entry's deadline; a precise read, the CPU counter's as much as
+/// the kernel's, holds back the loads after it until the ones before it are done, so
+/// consecutive gets over a large table lose the overlap of their cache misses
+/// (docs/performance.md, "The coarse clock": twice the gets a second over 1 M entries).
+///
+/// The coarse clock trails the precise one by at most one timer interrupt (1–10 ms,
+/// `clock_getres`); the map allows for [`KERNEL_LAG_INTERRUPTS`] of them (and at least
+/// [`KERNEL_MIN_LAG`]), so that a kernel late with its interrupts by that much keeps every
+/// bound. It judges by the coarse clock only if that lag is at most half its `tick`:
+/// "never late" (`expire + tick`) then keeps more than a third of its slack.
+#[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+pub(crate) struct KernelClock {
+    /// `CLOCK_MONOTONIC` at the origin, in nanoseconds.
+    origin: u64,
+    /// How far [`TimeSource::seen`] may trail [`TimeSource::now`], in nanoseconds: 0 when
+    /// it reads the precise clock too.
+    lag: u64,
+}
+
+/// Timer interrupts the coarse clock may fall behind by, as far as the map is concerned.
+#[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+pub(crate) const KERNEL_LAG_INTERRUPTS: u64 = 16;
+/// The least lag the map allows for, whatever the interrupt rate.
+#[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+pub(crate) const KERNEL_MIN_LAG: Duration = Duration::from_millis(16);
+
+#[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+impl KernelClock {
+    /// The kernel's clocks for a map of `tick`, if the precise one reads; judging by the
+    /// coarse one if it reads, its resolution is known, and its lag fits in `tick / 2`.
+    fn new(tick: Duration) -> Option<KernelClock> {
+        let origin = read_clock(libc::CLOCK_MONOTONIC)?;
+        let lag = Self::coarse_lag().filter(|&lag| lag <= nanos(tick / 2)).unwrap_or(0);
+        Some(KernelClock { origin, lag })
+    }
+
+    /// How far the coarse clock may trail the precise one, if it can be read.
+    fn coarse_lag() -> Option<u64> {
+        let mut resolution = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `clock_getres` writes one `timespec` to the pointer it is given.
+        if unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut resolution) } != 0 {
+            return None;
+        }
+        read_clock(libc::CLOCK_MONOTONIC_COARSE)?;
+        let resolution = timespec_nanos(&resolution)?;
+        Some(resolution.saturating_mul(KERNEL_LAG_INTERRUPTS).max(nanos(KERNEL_MIN_LAG)))
+    }
+
+    #[inline]
+    fn now(&self) -> u64 {
+        read_clock(libc::CLOCK_MONOTONIC).unwrap_or(self.origin).saturating_sub(self.origin)
+    }
+
+    #[inline]
+    fn seen(&self) -> u64 {
+        if self.lag == 0 {
+            return self.now();
+        }
+        // Never ahead of `now`: the coarse clock is the precise one as of the last interrupt.
+        read_clock(libc::CLOCK_MONOTONIC_COARSE).unwrap_or(self.origin).saturating_sub(self.origin)
+    }
+}
+
+/// One of the kernel's clocks, in nanoseconds; `None` if it cannot be read.
+#[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+#[inline]
+fn read_clock(clock: libc::clockid_t) -> Option<u64> {
+    let mut time = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `clock_gettime` writes one `timespec` to the pointer it is given.
+    if unsafe { libc::clock_gettime(clock, &mut time) } != 0 {
+        return None;
+    }
+    timespec_nanos(&time)
+}
+
+#[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+#[inline]
+fn timespec_nanos(time: &libc::timespec) -> Option<u64> {
+    let seconds = u64::try_from(time.tv_sec).ok()?;
+    let nanos = u64::try_from(time.tv_nsec).ok()?;
+    Some(seconds.saturating_mul(1_000_000_000).saturating_add(nanos))
 }
 
 /// `duration` in nanoseconds, saturating at `u64::MAX` (about 584 years).
@@ -321,6 +469,30 @@ mod tests {
         assert_eq!(resolution(Duration::from_secs(60), Duration::from_secs(1)), 125 * MS);
         assert_eq!(resolution(Duration::from_nanos(1), Duration::from_secs(1)), 1);
         assert_eq!(resolution(Duration::from_secs(1), Duration::from_nanos(80)), 10);
+    }
+
+    /// The kernel's clocks: a coarse reading is never ahead of a precise one taken after it,
+    /// and trails one taken before it by at most the lag the map allows for; the coarse
+    /// clock is used only for a tick of twice that lag or more.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_kernel_clocks_judge_by_a_time_never_ahead_and_at_most_lag_behind() {
+        let short = TimeSource::default_for(Duration::from_millis(10));
+        assert!(matches!(short, TimeSource::Kernel(_)), "the default on Linux");
+        assert_eq!(short.lag(), 0, "a 10 ms tick leaves no room for the coarse clock's lag");
+        let long = TimeSource::default_for(Duration::from_secs(15));
+        let lag = long.lag();
+        assert!(lag >= nanos(KERNEL_MIN_LAG) && lag <= nanos(Duration::from_millis(7_500)), "lag {lag} ns");
+        let mut trailed = 0;
+        for _ in 0..100_000 {
+            let before = long.now();
+            let seen = long.seen();
+            let after = long.now();
+            assert!(seen <= after, "seen {seen} ahead of the time after it, {after}");
+            assert!(seen + lag >= before, "seen {seen} trails the time before it, {before}, by more than {lag}");
+            trailed = trailed.max(before.saturating_sub(seen));
+        }
+        assert!(trailed > 0, "the coarse clock never trailed: is it the coarse one?");
     }
 
     #[test]

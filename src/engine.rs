@@ -14,7 +14,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
-use crate::clock::{SystemClock, TimeScale, TimeSource};
+use crate::clock::{TimeScale, TimeSource};
 use crate::doorbell::{Doorbell, Rack};
 use crate::entry::{new_entry, Entry};
 use crate::error::require_nonzero;
@@ -139,7 +139,7 @@ where
         require_nonzero("tick", settings.tick)?;
         require_nonzero("expire", settings.expire)?;
         let scale = TimeScale::new(settings.tick, settings.expire);
-        let clock = settings.clock.unwrap_or_else(|| TimeSource::System(SystemClock::new()));
+        let clock = settings.clock.unwrap_or_else(|| TimeSource::default_for(settings.tick));
         let now = scale.ticks(clock.now());
         // What wakes the janitor thread for a sleeping map; manual mode has no thread to wake.
         let bell = (!settings.manual).then(|| Doorbell::new(Rack::process()));
@@ -319,10 +319,17 @@ where
     V: Clone,
     S: BuildHasher,
 {
-    /// The time, in nanoseconds of the map's clock.
+    /// The time, in nanoseconds of the map's clock: what dates entries.
     #[inline]
     fn now(&self) -> u64 {
         self.clock.now()
+    }
+
+    /// A reading for judging entries (is it live?): never ahead of [`now`](Self::now), at
+    /// most the clock's lag behind it (`crate::clock::TimeSource::seen`).
+    #[inline]
+    fn seen(&self) -> u64 {
+        self.clock.seen()
     }
 
     fn parts(&self) -> Parts<'_, K, V, S> {
@@ -508,7 +515,10 @@ where
     fn get(&self, key: &K) -> Option<V> {
         // The time first: read before the lookup, the counter's latency overlaps the
         // lookup's cache misses (read after it, a get over 1 M entries took ~40 ns more).
-        let now = self.now();
+        // A reading for judging: the kernel's coarse clock where the map runs on it, which
+        // stalls nothing (`crate::clock::KernelClock`); the exact time only if the touch
+        // may move the deadline.
+        let seen = self.clock.seen();
         // Counted before the lookup, which it does not depend on: it runs in the shadow of
         // the lookup's cache misses (hits are lookups less misses).
         self.tally.lookup();
@@ -519,7 +529,7 @@ where
                 self.tally.miss();
                 return None;
             };
-            match entry.life.touch(now, &self.scale) {
+            match entry.life.touch_seen(seen, self.clock.lag(), &self.scale, || self.now()) {
                 Touch::Live => {
                     // Removed and its value taken since the find: look again.
                     let Some(_reading) = entry.lease.read() else { continue };
@@ -540,7 +550,7 @@ where
 
     /// `read` of the live value under `key`, without touching it.
     fn peek<R>(&self, key: &K, read: impl FnOnce(&V) -> R) -> Option<R> {
-        let now = self.now();
+        let now = self.seen();
         let guard = epoch::pin();
         let hash = self.table.hash(key);
         loop {
@@ -557,7 +567,7 @@ where
 
     /// Whether a live entry holds `key` (its value is not read: no lease).
     fn contains_key(&self, key: &K) -> bool {
-        let now = self.now();
+        let now = self.seen();
         let guard = epoch::pin();
         let hash = self.table.hash(key);
         self.table.find(key, hash, &guard).is_some_and(|entry| entry.life.load().is_live(now, &self.scale))
@@ -611,7 +621,7 @@ where
     }
 
     fn delete(&self, key: &K) -> bool {
-        let now = self.now();
+        let now = self.seen();
         let guard = epoch::pin();
         let hash = self.table.hash(key);
         loop {
@@ -634,7 +644,7 @@ where
     }
 
     fn fetch_and_delete(&self, key: &K) -> Option<V> {
-        let now = self.now();
+        let now = self.seen();
         let guard = epoch::pin();
         let hash = self.table.hash(key);
         loop {
@@ -677,7 +687,7 @@ where
     }
 
     fn retain(&self, mut keep: impl FnMut(&K, &V) -> bool) {
-        let now = self.now();
+        let now = self.seen();
         let guard = epoch::pin();
         self.table.for_each(&guard, |entry| {
             let kept = entry.life.load().is_live(now, &self.scale) && {
@@ -732,7 +742,7 @@ const MAX_SLEEP: Duration = Duration::from_secs(10);
 
 impl Pacing {
     fn new(period: Duration, clock: &TimeSource) -> Pacing {
-        Pacing { period, sleeps: matches!(clock, TimeSource::System(_)) }
+        Pacing { period, sleeps: clock.is_real() }
     }
 
     fn next(&self, run: &JanitorRun) -> Next {

@@ -228,24 +228,45 @@ impl Life {
         }
     }
 
-    /// A hit at `now`: whether the entry is live, extending its deadline to
-    /// `deadline_after_touch(now)` if that is later (one CAS; nothing is written when the
-    /// deadline would not move). Fails once the janitor has claimed it (a claimed entry is
-    /// never revived), and once a `set` has replaced it (the touch belongs to the successor).
-    #[inline]
+    /// A hit at `now`, read exactly: [`touch_seen`](Self::touch_seen) with no lag.
+    #[cfg(test)]
     pub(crate) fn touch(&self, now: u64, scale: &TimeScale) -> Touch {
+        self.touch_seen(now, 0, scale, || now)
+    }
+
+    /// A hit judged at `seen`, a reading that may trail the map's time by up to `lag`
+    /// (`crate::clock::TimeSource::seen`): whether the entry is live at `seen` (judged by a
+    /// time that is never ahead, it is never judged dead early), extending its deadline to
+    /// `deadline_after_touch(now())` if that is later (one CAS; nothing is written when the
+    /// deadline would not move). `now` reads the time exactly, and only when a touch at
+    /// `seen + lag`, the latest the time can be, would move the deadline: a move that may be
+    /// due is never skipped, and the new deadline is never dated early. Fails once the
+    /// janitor has claimed the entry (a claimed entry is never revived), and once a `set`
+    /// has replaced it (the touch belongs to the successor).
+    #[inline]
+    pub(crate) fn touch_seen(&self, seen: u64, lag: u64, scale: &TimeScale, now: impl FnOnce() -> u64) -> Touch {
+        let mut now = Some(now);
+        let mut moved_to = None;
         let mut state = self.load();
         loop {
             if state.is_replaced() && !cfg!(loom_broken = "touch_ignores_replaced") {
                 return Touch::Replaced;
             }
-            if !state.is_live(now, scale) {
+            if !state.is_live(seen, scale) {
                 return Touch::Dead;
             }
-            if !scale.touch_moves(state.deadline(), now) {
+            if !scale.touch_moves(state.deadline(), seen.saturating_add(lag)) {
                 return Touch::Live; // the deadline would not move: write nothing
             }
-            let touched = state.with_deadline(scale.deadline_after_touch(now));
+            // Read once, whatever the CAS retries.
+            let deadline = *moved_to.get_or_insert_with(|| {
+                let now = now.take().expect("read once: `moved_to` is set from then on");
+                scale.deadline_after_touch(now())
+            });
+            if deadline <= state.deadline() {
+                return Touch::Live; // the time, read exactly, does not move it
+            }
+            let touched = state.with_deadline(deadline);
             match self.0.compare_exchange_weak(state.0, touched.0, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Touch::Live,
                 Err(seen) => state = State(seen),
@@ -389,6 +410,40 @@ mod tests {
         assert_eq!(life.load().deadline(), 190);
         assert_eq!(life.touch(905 * MS, &scale), Touch::Live);
         assert_eq!(life.load().deadline(), 191, "905 ms + 1 s rounds up to the tick at 1910 ms");
+    }
+
+    /// A touch judged by a reading that trails the time by up to `lag` (the coarse clock):
+    /// it reads the exact time whenever the time may call for a move, dates the move by
+    /// the exact time, and reads nothing otherwise.
+    #[test]
+    fn a_touch_judged_by_a_trailing_time_never_skips_a_move_and_dates_it_exactly() {
+        let scale = scale(); // wheel tick 10 ms, expire 1 s
+        let lag = 30 * MS;
+        let life = Life::new(scale.deadline_after_touch(95 * MS), false); // deadline 110
+        let reads = &std::cell::Cell::new(0);
+        let exact = |now: u64| {
+            move || {
+                reads.set(reads.get() + 1);
+                now
+            }
+        };
+        // Seen at 95 ms, the time is at most 125 ms: a move may be due, so the time is read.
+        // At 99 ms it is not (99 ms + 1 s rounds up to the same tick).
+        assert_eq!(life.touch_seen(95 * MS, lag, &scale, exact(99 * MS)), Touch::Live);
+        assert_eq!((reads.get(), life.load().deadline()), (1, 110), "read, and nothing moved");
+        // Seen at 100 ms while the time is 125 ms (the coarse clock 25 ms behind): the move
+        // the time calls for is made, dated 125 ms, not 100.
+        assert_eq!(life.touch_seen(100 * MS, lag, &scale, exact(125 * MS)), Touch::Live);
+        assert_eq!((reads.get(), life.load().deadline()), (2, 113), "125 ms + 1 s rounds up to 1130 ms");
+        // Seen at 80 ms: even 80 + 30 ms moves nothing past 113, so nothing is read.
+        assert_eq!(life.touch_seen(80 * MS, lag, &scale, exact(110 * MS)), Touch::Live);
+        assert_eq!((reads.get(), life.load().deadline()), (2, 113));
+        // Judged live by the trailing reading although the time is past the deadline: a hit
+        // then (late, within the lag), and the touch dates its new life by the time.
+        assert_eq!(life.touch_seen(1129 * MS, lag, &scale, exact(1135 * MS)), Touch::Live);
+        assert_eq!(life.load().deadline(), 214, "1135 ms + 1 s rounds up to 2140 ms");
+        // Judged dead only by a reading at or past the deadline.
+        assert_eq!(life.touch_seen(2140 * MS, lag, &scale, exact(2150 * MS)), Touch::Dead);
     }
 
     #[test]
