@@ -37,6 +37,10 @@ use crate::{BufferId, Bytes, Error, Stats};
 ///   every entry every `tick` (at least 1 ms apart), so it keeps an entry until the first
 ///   scan after its expiry: up to `expire + tick`. A shorter `tick` makes both remove
 ///   sooner and run more often; neither makes "never early" more or less exact.
+/// - **Whose time:** the buffer's clock. The engine built without one reads, on Linux, the
+///   kernel's monotonic clock (`Instant`'s: measure it with `Instant::now()`), and judges
+///   entries by the kernel's coarse clock where `tick` is long enough for its lag
+///   (docs/design.md, "Time"); the reference design reads `Instant`.
 ///
 /// The trait is object-safe: benchmarks and embedders can hold a `&dyn Buffer`.
 pub trait Buffer: Send + Sync {
