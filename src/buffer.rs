@@ -39,7 +39,7 @@ use crate::{BufferId, Bytes, Error, Stats};
 ///   sooner and run more often; neither makes "never early" more or less exact.
 /// - **Whose time:** the buffer's clock. The engine built without one reads, on Linux, the
 ///   kernel's monotonic clock (`Instant`'s: measure it with `Instant::now()`), and judges
-///   entries by the kernel's coarse clock where `tick` is long enough for its lag
+///   entries by the kernel's coarse clock where `tick` and `expire` are long enough for its lag
 ///   (docs/design.md, "Time"); the reference design reads `Instant`.
 ///
 /// The trait is object-safe: benchmarks and embedders can hold a `&dyn Buffer`.

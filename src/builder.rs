@@ -58,8 +58,9 @@ impl<K, V> Builder<K, V> {
 
 impl<K, V, S, T> Builder<K, V, S, T> {
     /// Reads time from `clock` instead of the default: on Linux the kernel's monotonic clock
-    /// (`Instant`'s), with entries judged by its coarse variant where the `tick` leaves room
-    /// for its lag (docs/design.md, "Time"); elsewhere a new
+    /// (`Instant`'s), with entries judged by its coarse variant where the wheel tick leaves
+    /// room for its lag, which rests "never early" on the kernel's timekeeping keeping up
+    /// within 16 timer interrupts (docs/design.md, "Time"); elsewhere a new
     /// [`SystemClock`](crate::SystemClock). A `SystemClock` given here keeps the fast path (no
     /// virtual call per read); a given clock is read for dating and judging alike.
     pub fn clock(mut self, clock: impl Clock) -> Self {

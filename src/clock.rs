@@ -180,14 +180,14 @@ impl TimeSource {
     }
 
     /// The time source of a map built without a clock: on Linux the kernel's monotonic
-    /// clock (`Instant`'s), judging by its coarse variant where that one's lag fits in half
-    /// the map's `tick` ([`KernelClock::new`]); elsewhere a [`SystemClock`].
-    pub(crate) fn default_for(tick: Duration) -> TimeSource {
+    /// clock (`Instant`'s), judging by its coarse variant where that one's lag is at most
+    /// half the map's wheel tick ([`KernelClock::new`]); elsewhere a [`SystemClock`].
+    pub(crate) fn default_for(scale: &TimeScale) -> TimeSource {
         #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
-        if let Some(kernel) = KernelClock::new(tick) {
+        if let Some(kernel) = KernelClock::new(scale) {
             return TimeSource::Kernel(kernel);
         }
-        let _ = tick;
+        let _ = scale;
         TimeSource::System(SystemClock::new())
     }
 
@@ -245,11 +245,15 @@ impl TimeSource {
 /// consecutive gets over a large table lose the overlap of their cache misses
 /// (docs/performance.md, "The coarse clock": twice the gets a second over 1 M entries).
 ///
-/// The coarse clock trails the precise one by at most one timer interrupt (1–10 ms,
-/// `clock_getres`); the map allows for [`KERNEL_LAG_INTERRUPTS`] of them (and at least
-/// [`KERNEL_MIN_LAG`]), so that a kernel late with its interrupts by that much keeps every
-/// bound. It judges by the coarse clock only if that lag is at most half its `tick`:
-/// "never late" (`expire + tick`) then keeps more than a third of its slack.
+/// The coarse clock trails the precise one by about one timer interrupt (1–10 ms,
+/// `clock_getres`; measured here with 4 ms interrupts: 1–5.5 ms); the map allows for
+/// [`KERNEL_LAG_INTERRUPTS`] of them (and at least [`KERNEL_MIN_LAG`]): a kernel whose
+/// timekeeping falls further behind while callers run can make a hit skip a move it needed
+/// (docs/design.md, "Time"). It judges by the coarse clock only if that lag is at most half
+/// its wheel tick (`min(tick, expire) / 8`, so a tick and an expire of a second or more):
+/// then at most about half of a hot entry's hits read the exact time (a hit within the lag
+/// of its deadline's wheel tick boundary, see `Life::touch_seen`), and "never late"
+/// (`expire + tick`) loses at most a sixteenth of its slack.
 #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
 pub(crate) struct KernelClock {
     /// `CLOCK_MONOTONIC` at the origin, in nanoseconds.
@@ -268,11 +272,12 @@ pub(crate) const KERNEL_MIN_LAG: Duration = Duration::from_millis(16);
 
 #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
 impl KernelClock {
-    /// The kernel's clocks for a map of `tick`, if the precise one reads; judging by the
-    /// coarse one if it reads, its resolution is known, and its lag fits in `tick / 2`.
-    fn new(tick: Duration) -> Option<KernelClock> {
+    /// The kernel's clocks for a map of `scale`, if the precise one reads; judging by the
+    /// coarse one if it reads, its resolution is known, and its lag is at most half the
+    /// wheel tick.
+    fn new(scale: &TimeScale) -> Option<KernelClock> {
         let origin = read_clock(libc::CLOCK_MONOTONIC)?;
-        let lag = Self::coarse_lag().filter(|&lag| lag <= nanos(tick / 2)).unwrap_or(0);
+        let lag = Self::coarse_lag().filter(|&lag| lag <= scale.resolution_nanos / 2).unwrap_or(0);
         Some(KernelClock { origin, lag })
     }
 
@@ -290,7 +295,9 @@ impl KernelClock {
 
     #[inline]
     fn now(&self) -> u64 {
-        read_clock(libc::CLOCK_MONOTONIC).unwrap_or(self.origin).saturating_sub(self.origin)
+        // It read once (`new`); a clock the kernel offered does not stop reading.
+        let now = read_clock(libc::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC stopped reading");
+        now.saturating_sub(self.origin)
     }
 
     #[inline]
@@ -299,7 +306,10 @@ impl KernelClock {
             return self.now();
         }
         // Never ahead of `now`: the coarse clock is the precise one as of the last interrupt.
-        read_clock(libc::CLOCK_MONOTONIC_COARSE).unwrap_or(self.origin).saturating_sub(self.origin)
+        match read_clock(libc::CLOCK_MONOTONIC_COARSE) {
+            Some(coarse) => coarse.saturating_sub(self.origin),
+            None => self.now(),
+        }
     }
 }
 
@@ -475,14 +485,17 @@ mod tests {
     /// and trails one taken before it by at most the lag the map allows for; the coarse
     /// clock is used only for a tick of twice that lag or more.
     #[test]
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
     fn the_kernel_clocks_judge_by_a_time_never_ahead_and_at_most_lag_behind() {
-        let short = TimeSource::default_for(Duration::from_millis(10));
+        let scale = |tick, expire| TimeScale::new(Duration::from_millis(tick), Duration::from_millis(expire));
+        let short = TimeSource::default_for(&scale(10, 50));
         assert!(matches!(short, TimeSource::Kernel(_)), "the default on Linux");
-        assert_eq!(short.lag(), 0, "a 10 ms tick leaves no room for the coarse clock's lag");
-        let long = TimeSource::default_for(Duration::from_secs(15));
+        assert_eq!(short.lag(), 0, "a 1.25 ms wheel tick leaves no room for the coarse clock's lag");
+        let long_tick_short_expire = TimeSource::default_for(&scale(15_000, 100));
+        assert_eq!(long_tick_short_expire.lag(), 0, "the wheel tick is the expire's eighth: 12.5 ms");
+        let long = TimeSource::default_for(&scale(15_000, 60_000));
         let lag = long.lag();
-        assert!(lag >= nanos(KERNEL_MIN_LAG) && lag <= nanos(Duration::from_millis(7_500)), "lag {lag} ns");
+        assert!(lag >= nanos(KERNEL_MIN_LAG) && lag <= 1_875 * MS / 2, "lag {lag} ns");
         let mut trailed = 0;
         for _ in 0..100_000 {
             let before = long.now();

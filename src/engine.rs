@@ -139,7 +139,7 @@ where
         require_nonzero("tick", settings.tick)?;
         require_nonzero("expire", settings.expire)?;
         let scale = TimeScale::new(settings.tick, settings.expire);
-        let clock = settings.clock.unwrap_or_else(|| TimeSource::default_for(settings.tick));
+        let clock = settings.clock.unwrap_or_else(|| TimeSource::default_for(&scale));
         let now = scale.ticks(clock.now());
         // What wakes the janitor thread for a sleeping map; manual mode has no thread to wake.
         let bell = (!settings.manual).then(|| Doorbell::new(Rack::process()));
@@ -529,7 +529,14 @@ where
                 self.tally.miss();
                 return None;
             };
-            match entry.life.touch_seen(seen, self.clock.lag(), &self.scale, || self.now()) {
+            let lag = self.clock.lag();
+            // With no lag the seen time is the time: no second read.
+            let touch = if lag == 0 {
+                entry.life.touch_seen(seen, 0, &self.scale, || seen)
+            } else {
+                entry.life.touch_seen(seen, lag, &self.scale, || self.now())
+            };
+            match touch {
                 Touch::Live => {
                     // Removed and its value taken since the find: look again.
                     let Some(_reading) = entry.lease.read() else { continue };

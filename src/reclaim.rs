@@ -156,9 +156,11 @@ pub(crate) unsafe fn release_taken_value<K, V>(entry: *mut Entry<K, V>) {
 ///
 /// # Safety
 /// `entry` is unlinked, off every intake and off any wheel that will be touched again;
-/// each entry gets this call once; and no thread can still reach it: a grace period has
-/// passed since it was unlinked (the closure of [`JanitorReleases`]), or nothing else can
-/// reach the map (it is being dropped).
+/// each entry gets this call once; and either no thread can still reach it (a grace period
+/// has passed since it was unlinked: the closure of [`JanitorReleases`]; or nothing else
+/// can reach the map: it is being dropped), or this side is first: the value side has not
+/// let go and will only after a grace period since the unlink (its deferral, queued by the
+/// caller under a guard it still holds), so that side frees the entry.
 pub(crate) unsafe fn release_janitor_hold<K, V>(entry: *mut Entry<K, V>) {
     // SAFETY: the entry is alive until both sides have let go, and we have not.
     if unsafe { (*entry).life.release_janitor() } {
