@@ -33,6 +33,7 @@ declare -A CATCHER=(
     [take_after_claim]=janitor_remove
     [set_if_absent_takes_after_claim]=janitor_set_if_absent
     [janitor_releases_now]=janitor_remove
+    [after_done_releases_taken_now]=done_race
 )
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && mapfile -t variants < <(printf "%s\n" "${!CATCHER[@]}" | sort)

@@ -62,7 +62,12 @@ impl<K, V> Release<Entry<K, V>> for Handoff<K, V> {
         }
         if self.janitor_gone.load(Ordering::Acquire) {
             // No janitor will look at the wheel or the intakes again: let go for it.
-            if value_taken {
+            if value_taken && cfg!(loom_broken = "after_done_releases_taken_now") {
+                // Broken on purpose: free the shell now, while a reader that found the entry
+                // before the unlink may still be reading it.
+                // SAFETY: none; this variant exists to show that the loom models catch it.
+                unsafe { release_janitor_hold(entry) };
+            } else if value_taken {
                 // The value side let go already, so this side is second and frees the
                 // shell: one grace period from now, as the janitor would.
                 let mut releases = JanitorReleases::new();
