@@ -202,25 +202,38 @@ impl TimeSource {
         }
     }
 
-    /// A reading for judging entries: at most [`now`](Self::now), and at most
-    /// [`lag`](Self::lag) behind it.
+    /// A reading for judging entries: at most [`now`](Self::now), and at most the lag
+    /// behind it.
     #[inline]
     pub(crate) fn seen(&self) -> u64 {
+        self.seen_and_lag().0
+    }
+
+    /// A reading for judging entries, and how far it may trail [`now`](Self::now), in
+    /// nanoseconds (0: it is `now`), read together: the lag can drop to 0 at any time
+    /// ([`check_lag`](Self::check_lag)), and a seen time must be judged with the lag it was
+    /// read under.
+    #[inline]
+    pub(crate) fn seen_and_lag(&self) -> (u64, u64) {
         match self {
             #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
-            TimeSource::Kernel(clock) => clock.seen(),
-            _ => self.now(),
+            TimeSource::Kernel(clock) => clock.seen_and_lag(),
+            _ => (self.now(), 0),
         }
     }
 
-    /// How far [`seen`](Self::seen) may trail [`now`](Self::now), in nanoseconds (0: it
-    /// is `now`).
-    #[inline]
+    /// How far [`seen`](Self::seen) may trail [`now`](Self::now) now, in nanoseconds.
+    #[cfg(test)]
     pub(crate) fn lag(&self) -> u64 {
-        match self {
-            #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
-            TimeSource::Kernel(clock) => clock.lag,
-            _ => 0,
+        self.seen_and_lag().1
+    }
+
+    /// Checks the lag the map allows for against the kernel (the janitor, once a run): a
+    /// coarse clock found trailing by more than half of it is never judged by again.
+    pub(crate) fn check_lag(&self) {
+        #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
+        if let TimeSource::Kernel(clock) = self {
+            clock.check_lag();
         }
     }
 
@@ -254,13 +267,18 @@ impl TimeSource {
 /// then at most about half of a hot entry's hits read the exact time (a hit within the lag
 /// of its deadline's wheel tick boundary, see `Life::touch_seen`), and "never late"
 /// (`expire + tick`) loses at most a sixteenth of its slack.
+///
+/// The janitor checks the assumption once a run ([`TimeSource::check_lag`]): if it finds
+/// the coarse clock trailing by more than half the lag, the map judges by the precise clock
+/// from then on (the lag drops to 0 for good). That bounds how long a kernel late with its
+/// timekeeping goes unnoticed to one janitor period; it cannot undo a hit judged in it.
 #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
 pub(crate) struct KernelClock {
     /// `CLOCK_MONOTONIC` at the origin, in nanoseconds.
     origin: u64,
     /// How far [`TimeSource::seen`] may trail [`TimeSource::now`], in nanoseconds: 0 when
-    /// it reads the precise clock too.
-    lag: u64,
+    /// it reads the precise clock too. Only ever set to 0 after `new`.
+    lag: AtomicU64,
 }
 
 /// Timer interrupts the coarse clock may fall behind by, as far as the map is concerned.
@@ -278,7 +296,7 @@ impl KernelClock {
     fn new(scale: &TimeScale) -> Option<KernelClock> {
         let origin = read_clock(libc::CLOCK_MONOTONIC)?;
         let lag = Self::coarse_lag().filter(|&lag| lag <= scale.resolution_nanos / 2).unwrap_or(0);
-        Some(KernelClock { origin, lag })
+        Some(KernelClock { origin, lag: AtomicU64::new(lag) })
     }
 
     /// How far the coarse clock may trail the precise one, if it can be read.
@@ -301,14 +319,37 @@ impl KernelClock {
     }
 
     #[inline]
-    fn seen(&self) -> u64 {
-        if self.lag == 0 {
-            return self.now();
+    fn seen_and_lag(&self) -> (u64, u64) {
+        // Relaxed: the lag only drops, and either value judges soundly with the reading
+        // taken under it.
+        let lag = self.lag.load(Ordering::Relaxed);
+        if lag == 0 {
+            return (self.now(), 0);
         }
         // Never ahead of `now`: the coarse clock is the precise one as of the last interrupt.
         match read_clock(libc::CLOCK_MONOTONIC_COARSE) {
-            Some(coarse) => coarse.saturating_sub(self.origin),
-            None => self.now(),
+            Some(coarse) => (coarse.saturating_sub(self.origin), lag),
+            None => (self.now(), 0),
+        }
+    }
+
+    fn check_lag(&self) {
+        if self.lag.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        // The precise time first: the coarse reading after it trails it by no more than the
+        // coarse clock's trail at that moment.
+        let before = self.now();
+        if let Some(coarse) = read_clock(libc::CLOCK_MONOTONIC_COARSE) {
+            self.observe(before, coarse.saturating_sub(self.origin));
+        }
+    }
+
+    /// A coarse reading `seen` taken after the precise reading `before`: past half the lag
+    /// behind it, coarse judging ends.
+    fn observe(&self, before: u64, seen: u64) {
+        if before.saturating_sub(seen) > self.lag.load(Ordering::Relaxed) / 2 {
+            self.lag.store(0, Ordering::Relaxed);
         }
     }
 }
@@ -506,6 +547,17 @@ mod tests {
             trailed = trailed.max(before.saturating_sub(seen));
         }
         assert!(trailed > 0, "the coarse clock never trailed: is it the coarse one?");
+        // The janitor's check: a trail within half the lag leaves it; one past it ends
+        // coarse judging for good.
+        long.check_lag();
+        assert_eq!(long.lag(), lag, "this machine's coarse clock keeps within half the lag");
+        let TimeSource::Kernel(kernel) = &long else { unreachable!("checked above") };
+        kernel.observe(10 * lag, 10 * lag - lag / 2);
+        assert_eq!(long.lag(), lag, "half the lag is allowed");
+        kernel.observe(10 * lag, 10 * lag - lag / 2 - 1);
+        assert_eq!(long.seen_and_lag().1, 0, "a trail past half the lag ends coarse judging");
+        let (seen, now) = (long.seen(), long.now());
+        assert!(seen <= now && now - seen < nanos(Duration::from_millis(1)), "judged by the precise clock");
     }
 
     #[test]

@@ -518,7 +518,7 @@ where
         // A reading for judging: the kernel's coarse clock where the map runs on it, which
         // stalls nothing (`crate::clock::KernelClock`); the exact time only if the touch
         // may move the deadline.
-        let seen = self.clock.seen();
+        let (seen, lag) = self.clock.seen_and_lag();
         // Counted before the lookup, which it does not depend on: it runs in the shadow of
         // the lookup's cache misses (hits are lookups less misses).
         self.tally.lookup();
@@ -529,7 +529,6 @@ where
                 self.tally.miss();
                 return None;
             };
-            let lag = self.clock.lag();
             // With no lag the seen time is the time: no second read.
             let touch = if lag == 0 {
                 entry.life.touch_seen(seen, 0, &self.scale, || seen)

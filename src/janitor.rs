@@ -301,6 +301,8 @@ where
         let Parts { table, fresh, clock, scale, weights, on_expire } = *parts;
         // Step 1: the time. Read under the lock, so that the wheel's time only grows.
         let started = clock.now();
+        // The coarse clock's lag, checked against the kernel once a run (`KernelClock`).
+        clock.check_lag();
         // The `Clock` contract: never backwards. A clock stepped back keeps the wheel at
         // its time (the `max`) until the clock catches up: no expiry for the length of the
         // step, and entries set meanwhile, dated by the earlier time, are claimed as soon as
