@@ -529,13 +529,7 @@ where
                 self.tally.miss();
                 return None;
             };
-            // With no lag the seen time is the time: no second read.
-            let touch = if lag == 0 {
-                entry.life.touch_seen(seen, 0, &self.scale, || seen)
-            } else {
-                entry.life.touch_seen(seen, lag, &self.scale, || self.now())
-            };
-            match touch {
+            match entry.life.touch_seen(seen, lag, &self.scale, || self.now()) {
                 Touch::Live => {
                     // Removed and its value taken since the find: look again.
                     let Some(_reading) = entry.lease.read() else { continue };

@@ -240,7 +240,8 @@ impl Life {
     /// `deadline_after_touch(now())` if that is later (one CAS; nothing is written when the
     /// deadline would not move). `now` reads the time exactly, and only when a touch at
     /// `seen + lag`, the latest the time can be, would move the deadline: a move that may be
-    /// due is never skipped, and the new deadline is never dated early. Fails once the
+    /// due is never skipped, and the new deadline is never dated early; with no lag, `seen`
+    /// is the time and `now` is never called. Fails once the
     /// janitor has claimed the entry (a claimed entry is never revived), and once a `set`
     /// has replaced it (the touch belongs to the successor).
     #[inline]
@@ -258,10 +259,10 @@ impl Life {
             if !scale.touch_moves(state.deadline(), seen.saturating_add(lag)) {
                 return Touch::Live; // the deadline would not move: write nothing
             }
-            // Read once, whatever the CAS retries.
+            // Read once, whatever the CAS retries; not at all when `seen` is the time.
             let deadline = *moved_to.get_or_insert_with(|| {
                 let now = now.take().expect("read once: `moved_to` is set from then on");
-                scale.deadline_after_touch(now())
+                scale.deadline_after_touch(if lag == 0 { seen } else { now() })
             });
             if deadline <= state.deadline() {
                 return Touch::Live; // the time, read exactly, does not move it
@@ -444,6 +445,10 @@ mod tests {
         assert_eq!(life.load().deadline(), 214, "1135 ms + 1 s rounds up to 2140 ms");
         // Judged dead only by a reading at or past the deadline.
         assert_eq!(life.touch_seen(2140 * MS, lag, &scale, exact(2150 * MS)), Touch::Dead);
+        // With no lag the seen time is the time: a move is dated by it, and nothing is read.
+        let fresh = Life::new(scale.deadline_after_touch(0), false);
+        assert_eq!(fresh.touch_seen(500 * MS, 0, &scale, exact(u64::MAX)), Touch::Live);
+        assert_eq!((reads.get(), fresh.load().deadline()), (3, 150), "dated 500 ms, read nothing more");
     }
 
     #[test]
