@@ -82,6 +82,9 @@ impl<K, V> Intake<K, V> {
                 let entry = next;
                 // SAFETY: pushed entries stay alive until taken, and this swap took them.
                 next = unsafe { (*entry).intake_next.load(Ordering::Relaxed) };
+                // The next entry's lines load while `f` works on this one (whose RMW on its
+                // life word would otherwise hold the next load back until it is done).
+                Entry::prefetch(next);
                 f(entry);
                 taken += 1;
             }
