@@ -252,8 +252,9 @@ impl TimeSource {
 /// The kernel's clocks, read through the vDSO (no system call): `CLOCK_MONOTONIC` (what
 /// `Instant` reads) for [`TimeSource::now`], and, where the map's `tick` allows it,
 /// `CLOCK_MONOTONIC_COARSE` for [`TimeSource::seen`]: the same time as of the kernel's last
-/// timer interrupt, read with plain loads. A `get` then reads only the coarse clock, unless
-/// its touch may move the entry's deadline; a precise read, the CPU counter's as much as
+/// timer interrupt, read with plain loads. A `get` then reads only the coarse clock, and a
+/// touch that moves the deadline dates the move by the latest the time can be (the coarse
+/// reading plus the lag); a precise read, the CPU counter's as much as
 /// the kernel's, holds back the loads after it until the ones before it are done, so
 /// consecutive gets over a large table lose the overlap of their cache misses
 /// (docs/performance.md, "The coarse clock": twice the gets a second over 1 M entries).
@@ -261,12 +262,13 @@ impl TimeSource {
 /// The coarse clock trails the precise one by about one timer interrupt (1–10 ms,
 /// `clock_getres`; measured here with 4 ms interrupts: 1–5.5 ms); the map allows for
 /// [`KERNEL_LAG_INTERRUPTS`] of them (and at least [`KERNEL_MIN_LAG`]): a kernel whose
-/// timekeeping falls further behind while callers run can make a hit skip a move it needed
-/// (docs/design.md, "Time"). It judges by the coarse clock only if that lag is at most half
-/// its wheel tick (`min(tick, expire) / 8`, so a tick and an expire of a second or more):
-/// then at most about half of a hot entry's hits read the exact time (a hit within the lag
-/// of its deadline's wheel tick boundary, see `Life::touch_seen`), and "never late"
-/// (`expire + tick`) loses at most a sixteenth of its slack.
+/// timekeeping falls further behind while callers run can make a hit skip a move it needed,
+/// or date one early (docs/design.md, "Time"). It judges by the coarse clock only if that
+/// lag is at most half its wheel tick (`min(tick, expire) / 8`, so a tick and an expire of
+/// a second or more): then a hit comes at most twice the lag later than with exact readings
+/// (judged by a trailing reading, and its move dated by a leading one, see
+/// `Life::touch_seen`), and "never late" (`expire + tick`) loses at most an eighth of its
+/// slack.
 ///
 /// The janitor checks the assumption once a run ([`TimeSource::check_lag`]): if it finds
 /// the coarse clock trailing by more than half the lag, the map judges by the precise clock

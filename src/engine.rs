@@ -516,8 +516,8 @@ where
         // The time first: read before the lookup, the counter's latency overlaps the
         // lookup's cache misses (read after it, a get over 1 M entries took ~40 ns more).
         // A reading for judging: the kernel's coarse clock where the map runs on it, which
-        // stalls nothing (`crate::clock::KernelClock`); the exact time only if the touch
-        // may move the deadline.
+        // stalls nothing (`crate::clock::KernelClock`), with its lag: a move is dated by the
+        // latest the time can be, and nothing more is read.
         let (seen, lag) = self.clock.seen_and_lag();
         // Counted before the lookup, which it does not depend on: it runs in the shadow of
         // the lookup's cache misses (hits are lookups less misses).
@@ -529,7 +529,7 @@ where
                 self.tally.miss();
                 return None;
             };
-            match entry.life.touch_seen(seen, lag, &self.scale, || self.now()) {
+            match entry.life.touch_seen(seen, lag, &self.scale) {
                 Touch::Live => {
                     // Removed and its value taken since the find: look again.
                     let Some(_reading) = entry.lease.read() else { continue };

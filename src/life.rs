@@ -231,23 +231,22 @@ impl Life {
     /// A hit at `now`, read exactly: [`touch_seen`](Self::touch_seen) with no lag.
     #[cfg(test)]
     pub(crate) fn touch(&self, now: u64, scale: &TimeScale) -> Touch {
-        self.touch_seen(now, 0, scale, || now)
+        self.touch_seen(now, 0, scale)
     }
 
     /// A hit judged at `seen`, a reading that may trail the map's time by up to `lag`
     /// (`crate::clock::TimeSource::seen`): whether the entry is live at `seen` (judged by a
     /// time that is never ahead, it is never judged dead early), extending its deadline to
-    /// `deadline_after_touch(now())` if that is later (one CAS; nothing is written when the
-    /// deadline would not move). `now` reads the time exactly, and only when a touch at
-    /// `seen + lag`, the latest the time can be, would move the deadline: a move that may be
-    /// due is never skipped, and the new deadline is never dated early; with no lag, `seen`
-    /// is the time and `now` is never called. Fails once the
+    /// `deadline_after_touch(seen + lag)` if that is later (one CAS; nothing is written when
+    /// the deadline would not move). `seen + lag` is the latest the time can be, so the new
+    /// deadline is never dated early, and no move the time calls for is skipped; it is at
+    /// most `lag` later than a date by the exact time, and no clock is read (an exact
+    /// reading would hold the loads after it back: docs/performance.md). Fails once the
     /// janitor has claimed the entry (a claimed entry is never revived), and once a `set`
     /// has replaced it (the touch belongs to the successor).
     #[inline]
-    pub(crate) fn touch_seen(&self, seen: u64, lag: u64, scale: &TimeScale, now: impl FnOnce() -> u64) -> Touch {
-        let mut now = Some(now);
-        let mut moved_to = None;
+    pub(crate) fn touch_seen(&self, seen: u64, lag: u64, scale: &TimeScale) -> Touch {
+        let latest = seen.saturating_add(lag);
         let mut state = self.load();
         loop {
             if state.is_replaced() && !cfg!(loom_broken = "touch_ignores_replaced") {
@@ -256,18 +255,10 @@ impl Life {
             if !state.is_live(seen, scale) {
                 return Touch::Dead;
             }
-            if !scale.touch_moves(state.deadline(), seen.saturating_add(lag)) {
+            if !scale.touch_moves(state.deadline(), latest) {
                 return Touch::Live; // the deadline would not move: write nothing
             }
-            // Read once, whatever the CAS retries; not at all when `seen` is the time.
-            let deadline = *moved_to.get_or_insert_with(|| {
-                let now = now.take().expect("read once: `moved_to` is set from then on");
-                scale.deadline_after_touch(if lag == 0 { seen } else { now() })
-            });
-            if deadline <= state.deadline() {
-                return Touch::Live; // the time, read exactly, does not move it
-            }
-            let touched = state.with_deadline(deadline);
+            let touched = state.with_deadline(scale.deadline_after_touch(latest));
             match self.0.compare_exchange_weak(state.0, touched.0, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Touch::Live,
                 Err(seen) => state = State(seen),
@@ -414,41 +405,54 @@ mod tests {
     }
 
     /// A touch judged by a reading that trails the time by up to `lag` (the coarse clock):
-    /// it reads the exact time whenever the time may call for a move, dates the move by
-    /// the exact time, and reads nothing otherwise.
+    /// it moves the deadline whenever the time may call for a move, and dates the move by
+    /// the latest the time can be, `seen + lag`: never early, at most `lag` late.
     #[test]
-    fn a_touch_judged_by_a_trailing_time_never_skips_a_move_and_dates_it_exactly() {
+    fn a_touch_judged_by_a_trailing_time_dates_its_move_by_the_latest_time_it_can_be() {
         let scale = scale(); // wheel tick 10 ms, expire 1 s
         let lag = 30 * MS;
         let life = Life::new(scale.deadline_after_touch(95 * MS), false); // deadline 110
-        let reads = &std::cell::Cell::new(0);
-        let exact = |now: u64| {
-            move || {
-                reads.set(reads.get() + 1);
-                now
-            }
-        };
-        // Seen at 95 ms, the time is at most 125 ms: a move may be due, so the time is read.
-        // At 99 ms it is not (99 ms + 1 s rounds up to the same tick).
-        assert_eq!(life.touch_seen(95 * MS, lag, &scale, exact(99 * MS)), Touch::Live);
-        assert_eq!((reads.get(), life.load().deadline()), (1, 110), "read, and nothing moved");
-        // Seen at 100 ms while the time is 125 ms (the coarse clock 25 ms behind): the move
-        // the time calls for is made, dated 125 ms, not 100.
-        assert_eq!(life.touch_seen(100 * MS, lag, &scale, exact(125 * MS)), Touch::Live);
-        assert_eq!((reads.get(), life.load().deadline()), (2, 113), "125 ms + 1 s rounds up to 1130 ms");
-        // Seen at 80 ms: even 80 + 30 ms moves nothing past 113, so nothing is read.
-        assert_eq!(life.touch_seen(80 * MS, lag, &scale, exact(110 * MS)), Touch::Live);
-        assert_eq!((reads.get(), life.load().deadline()), (2, 113));
-        // Judged live by the trailing reading although the time is past the deadline: a hit
-        // then (late, within the lag), and the touch dates its new life by the time.
-        assert_eq!(life.touch_seen(1129 * MS, lag, &scale, exact(1135 * MS)), Touch::Live);
-        assert_eq!(life.load().deadline(), 214, "1135 ms + 1 s rounds up to 2140 ms");
+                                                                          // Seen at 60 ms, the time is at most 90 ms: 90 ms + 1 s stays inside tick 110.
+        assert_eq!(life.touch_seen(60 * MS, lag, &scale), Touch::Live);
+        assert_eq!(life.load().deadline(), 110, "no move is due");
+        // Seen at 95 ms, the time may be 125 ms (the coarse clock 30 ms behind): the move
+        // is made, dated 125 ms. Dated by the seen 95 ms it would move nothing, and an entry
+        // hit at 125 ms would be gone 975 ms later.
+        assert_eq!(life.touch_seen(95 * MS, lag, &scale), Touch::Live);
+        assert_eq!(life.load().deadline(), 113, "125 ms + 1 s rounds up to 1130 ms");
+        assert_eq!(life.touch_seen(100 * MS, lag, &scale), Touch::Live);
+        assert_eq!(life.load().deadline(), 113, "130 ms + 1 s is tick 113 itself: no move");
+        // Judged live by the trailing reading although the time may be past the deadline:
+        // a hit then (late, within the lag), and its new life runs from the latest time.
+        assert_eq!(life.touch_seen(1129 * MS, lag, &scale), Touch::Live);
+        assert_eq!(life.load().deadline(), 216, "1159 ms + 1 s rounds up to 2160 ms");
         // Judged dead only by a reading at or past the deadline.
-        assert_eq!(life.touch_seen(2140 * MS, lag, &scale, exact(2150 * MS)), Touch::Dead);
-        // With no lag the seen time is the time: a move is dated by it, and nothing is read.
+        assert_eq!(life.touch_seen(2160 * MS, lag, &scale), Touch::Dead);
+        // With no lag the seen time is the time: a move is dated by it.
         let fresh = Life::new(scale.deadline_after_touch(0), false);
-        assert_eq!(fresh.touch_seen(500 * MS, 0, &scale, exact(u64::MAX)), Touch::Live);
-        assert_eq!((reads.get(), fresh.load().deadline()), (3, 150), "dated 500 ms, read nothing more");
+        assert_eq!(fresh.touch_seen(500 * MS, 0, &scale), Touch::Live);
+        assert_eq!(fresh.load().deadline(), 150, "dated 500 ms");
+    }
+
+    /// The bounds, over every seen time of a range: whatever the time `t` in
+    /// `[seen, seen + lag]` was, the entry lives at least `expire` past it, and its
+    /// deadline is less than `expire` plus a wheel tick plus the lag past `seen`.
+    #[test]
+    fn a_trailing_touch_is_never_early_and_at_most_the_lag_late() {
+        let scale = scale(); // wheel tick 10 ms, expire 1 s
+        let (tick, expire, lag) = (10 * MS, 1000 * MS, 30 * MS);
+        for set_at in (0..40 * MS).step_by(3 * MS as usize) {
+            for seen in (set_at..set_at + 40 * MS).step_by(MS as usize) {
+                let life = Life::new(scale.deadline_after_touch(set_at), false);
+                assert_eq!(life.touch_seen(seen, lag, &scale), Touch::Live);
+                let dead_at = life.load().deadline() * tick;
+                assert!(dead_at >= seen + lag + expire, "set {set_at}, seen {seen}: dead at {dead_at}, early");
+                assert!(
+                    dead_at < (seen + lag + expire + tick).max(scale.deadline_after_touch(set_at) * tick + 1),
+                    "set {set_at}, seen {seen}: dead at {dead_at}, later than the bound"
+                );
+            }
+        }
     }
 
     #[test]

@@ -601,15 +601,14 @@ timing_tests! {
 
 /// On the default clock every hit's new life runs from the hit's start, also where the map
 /// judges entries by the kernel's coarse clock (which trails the exact time by a timer
-/// interrupt or so, 4 ms here) and reads the exact time only when a hit may move a deadline.
+/// interrupt or so, 4 ms here) and dates a hit's move by that reading plus the lag.
 /// Tick and expire 1.2 s: a wheel tick of 150 ms, twice this machine's 64 ms lag, so the
 /// coarse clock judges. 300 keys are set, then hit one by one over about 600 ms (hits inside
-/// the set's wheel tick move nothing and read only the coarse clock; later ones move the
-/// deadline), then watched without touching (`peek`) until gone, which must not happen
+/// the set's wheel tick move nothing; later ones move the deadline), then watched without touching (`peek`) until gone, which must not happen
 /// sooner than `expire` after the key's hit began (or its set, for a key whose hit came too
 /// late on a loaded machine). This checks the property end to end on the real clocks; the
-/// two ways to get it wrong (dating a move by the coarse reading, judging the need for a
-/// move without the lag) are caught deterministically by `life.rs`'s unit test: here they
+/// two ways to get it wrong (dating a move by the coarse reading without the lag, judging the
+/// need for a move without it) are caught deterministically by `life.rs`'s unit tests: here they
 /// show in a few runs out of ten at most, since a coarse judge hides most of a coarse date's
 /// error, and only a hit that crosses a wheel tick boundary within the lag is affected.
 #[test]
@@ -619,8 +618,11 @@ fn hits_on_the_default_clock_extend_entries_from_the_start_of_each_hit() {
     let buffer = DownloadBuffer::new(tick, expire).expect("valid durations");
     let key = |k: usize| id(2_000_000 + k as u64);
     let set_start = Instant::now();
+    // When each key's last touch ended: its set's end, later its hit's.
+    let mut touch_end = Vec::with_capacity(KEYS);
     for k in 0..KEYS {
         buffer.set(key(k), Bytes::from_static(b"payload"));
+        touch_end.push(Instant::now());
     }
     // When each key's life must last from: its hit's start, or the sets' start.
     let mut life_from = vec![set_start; KEYS];
@@ -633,20 +635,37 @@ fn hits_on_the_default_clock_extend_entries_from_the_start_of_each_hit() {
         let hit_start = Instant::now();
         if buffer.get(&key(k)).is_some() {
             *from = hit_start;
+            touch_end[k] = Instant::now();
             hits += 1;
         } else {
             assert!(set_start.elapsed() >= expire, "key {k}: missed within expire of its set");
         }
     }
     let mut gone: Vec<Option<Instant>> = vec![None; KEYS];
+    // The start of each key's latest peek that found it live.
+    let mut last_seen_live = touch_end.clone();
     while gone.iter().any(Option::is_none) {
         assert!(set_start.elapsed() < 10 * tick, "entries still live {:?} after their sets", set_start.elapsed());
         for (k, gone) in gone.iter_mut().enumerate().filter(|(_, gone)| gone.is_none()) {
+            let peek_start = Instant::now();
             if buffer.peek(&key(k)).is_none() {
                 *gone = Some(Instant::now());
+            } else {
+                last_seen_live[k] = peek_start;
             }
         }
     }
+    // Never late: a call that began more than `expire` plus a wheel tick plus twice the lag
+    // (judged by a trailing reading, its move dated by a leading one) after the end of the
+    // key's last touch finds it gone; with the lag at most half the wheel tick (tick / 8),
+    // that is within `expire + tick / 4`, inside the contract's `expire + tick`.
+    let late: Vec<String> = (0..KEYS)
+        .filter_map(|k| {
+            let past = last_seen_live[k] - touch_end[k];
+            (past >= expire + tick / 4).then(|| format!("key {k}: live {past:?} after its last touch ended"))
+        })
+        .collect();
+    assert!(late.is_empty(), "{} of {KEYS} keys live too late:\n{}", late.len(), late.join("\n"));
     let premature: Vec<String> = (0..KEYS)
         .filter_map(|k| {
             let lived = gone[k].expect("all gone") - life_from[k];
