@@ -146,12 +146,11 @@ pub(crate) fn new_entry<K, V>(key: K, value: V, life: Life, leased: bool) -> *mu
     Box::into_raw(Box::new(Entry::new(key, value, life, leased)))
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(crossbeam_loom)))]
 mod tests {
     use super::*;
 
     #[test]
-    #[cfg(not(crossbeam_loom))]
     fn the_lease_costs_no_padding() {
         // 16 links + 8 life + 16 key + 32 value + 4 lease + 20 timer + 8 intake_next.
         assert_eq!(std::mem::size_of::<Entry<crate::BufferId, bytes::Bytes>>(), 104);
@@ -159,7 +158,6 @@ mod tests {
     }
 
     #[test]
-    #[cfg(not(crossbeam_loom))]
     fn a_prefetch_takes_any_pointer_and_changes_nothing() {
         // The janitor prefetches the pointer after the one it works on, which is null at the
         // end of an intake, and an entry of any size: none of it may fault or write.
