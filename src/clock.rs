@@ -158,11 +158,13 @@ impl fmt::Debug for ManualClock {
 /// [`KernelClock`]), a [`SystemClock`] without a virtual call (the hot path reads the time
 /// on every `set`, hit and removal), or the clock a builder was given.
 ///
-/// Two readings: [`now`](Self::now), the time, which dates entries (`set`, a touch that
-/// moves a deadline) and drives the janitor; and [`seen`](Self::seen), which judges them
-/// (is it live?): never ahead of `now`, at most [`lag`](Self::lag) behind it, and cheap.
-/// Judging by a time that may trail keeps "never early" exact (an entry is judged dead only
-/// once it is); it costs "never late" up to `lag`, which the map allows only within its tick.
+/// Two readings: [`now`](Self::now), the time, which dates entries (`set`) and drives the
+/// janitor; and [`seen`](Self::seen), which judges them (is it live?): never ahead of `now`,
+/// at most the lag behind it, and cheap. A hit judged by `seen` dates its move by
+/// `seen + lag`, the latest the time can be (`crate::life::Life::touch_seen`). Judging by a
+/// time that may trail keeps "never early" exact (an entry is judged dead only once it is);
+/// with the leading date it costs "never late" up to twice the lag, which the map allows
+/// only within its tick.
 pub(crate) enum TimeSource {
     System(SystemClock),
     #[cfg(all(target_os = "linux", not(crossbeam_loom)))]
@@ -386,8 +388,8 @@ pub(crate) fn nanos(duration: Duration) -> u64 {
 /// Deadlines are kept in wheel ticks (an eighth of the user's `tick`), rounded up, so that
 /// an entry touched at `t` lives until at least `t + expire` and less than one wheel tick
 /// longer; the janitor, which runs about every wheel tick, then removes it within
-/// `expire + tick/4` of its last touch plus its runs' time and its lateness (see
-/// `docs/design.md`, "Time").
+/// `expire + tick/4` of its last touch plus its runs' time and its lateness, and the lag
+/// where the coarse clock judges (see `docs/design.md`, "Time").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimeScale {
     /// Length of one wheel tick in nanoseconds (at least 1).

@@ -1,7 +1,7 @@
 //! The table's item: a stored key and value, with the state the table, the janitor and
 //! the wheel share.
 
-use std::mem::ManuallyDrop;
+use std::mem::{offset_of, size_of, ManuallyDrop};
 use std::ptr;
 
 use crate::lease::Lease;
@@ -9,9 +9,6 @@ use crate::life::Life;
 use crate::slots::{SlotLinks, Slotted};
 use crate::sync::{prefetch, AtomicPtr, UnsafeCell};
 use crate::wheel::{Timer, TimerLinks};
-
-/// The cache line size [`Entry::prefetch`] steps by (x86-64's, and most others').
-const LINE: usize = 64;
 
 /// A stored key and value, with the state the table, the janitor and the wheel share.
 ///
@@ -96,22 +93,30 @@ impl<K, V> Entry<K, V> {
         Some(self.value.with_mut(|value| unsafe { ManuallyDrop::take(&mut *value) }))
     }
 
-    /// Starts loading every cache line of the entry at `entry`, which may be any pointer
-    /// (null included: a prefetch reads nothing the program sees). The janitor calls it on
-    /// the entry after the one it works on, so that walking an intake or a wheel slot
-    /// overlaps one entry's misses with the work on the one before: each entry's
-    /// `life` RMW fences the loads after it, and its fields span two or three lines.
+    /// Starts loading the cache lines of the entry at `entry` that the janitor's intake walk
+    /// reads and writes: `life`, the wheel links and `intake_next` (not the key or the value,
+    /// however large). `entry` may be any pointer, null included: the address is only
+    /// computed, and a prefetch reads nothing the program sees. The walk calls it on the
+    /// entry after the one it works on, so that one entry's misses overlap the work on the
+    /// one before (whose `life` RMW, when it takes a new entry, holds back the loads after
+    /// it).
     #[inline]
-    pub(crate) fn prefetch(entry: *const Entry<K, V>) {
-        let start = entry.cast::<u8>();
-        let last = std::mem::size_of::<Entry<K, V>>().saturating_sub(1);
-        let mut offset = 0;
-        // Every line the entry touches: one prefetch per 64 bytes, and its last byte.
-        while offset < last {
-            prefetch(start.wrapping_add(offset));
-            offset += LINE;
+    pub(crate) fn prefetch_for_janitor(entry: *const Entry<K, V>) {
+        if entry.is_null() {
+            return;
         }
-        prefetch(start.wrapping_add(last));
+        let start = entry.cast::<u8>();
+        let timer_end = offset_of!(Entry<K, V>, timer) + size_of::<TimerLinks<Entry<K, V>>>() - 1;
+        // The wheel links are packed to 4-byte alignment and may straddle two lines: both
+        // of their ends. The others are 8-byte words, each on one line.
+        for offset in [
+            offset_of!(Entry<K, V>, life),
+            offset_of!(Entry<K, V>, timer),
+            timer_end,
+            offset_of!(Entry<K, V>, intake_next),
+        ] {
+            prefetch(start.wrapping_add(offset));
+        }
     }
 
     /// Whether the entry has been logically removed from the table.
@@ -160,12 +165,12 @@ mod tests {
     #[test]
     fn a_prefetch_takes_any_pointer_and_changes_nothing() {
         // The janitor prefetches the pointer after the one it works on, which is null at the
-        // end of an intake, and an entry of any size: none of it may fault or write.
-        Entry::<u64, u64>::prefetch(ptr::null());
-        Entry::<u64, u64>::prefetch(ptr::dangling());
-        Entry::<crate::BufferId, [u8; 1000]>::prefetch(ptr::null());
+        // end of an intake, for entries of any size: none of it may fault or write.
+        Entry::<u64, u64>::prefetch_for_janitor(ptr::null());
+        Entry::<u64, u64>::prefetch_for_janitor(ptr::dangling());
+        Entry::<crate::BufferId, [u8; 1000]>::prefetch_for_janitor(ptr::dangling());
         let entry = new_entry(7u64, 11u64, Life::new(5, false), false);
-        Entry::prefetch(entry);
+        Entry::prefetch_for_janitor(entry);
         // SAFETY: made above by `new_entry`, never published.
         let entry = unsafe { Box::from_raw(entry) };
         // SAFETY: owned here; nobody else can reach the value.

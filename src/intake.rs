@@ -84,7 +84,7 @@ impl<K, V> Intake<K, V> {
                 next = unsafe { (*entry).intake_next.load(Ordering::Relaxed) };
                 // The next entry's lines load while `f` works on this one (whose RMW on its
                 // life word would otherwise hold the next load back until it is done).
-                Entry::prefetch(next);
+                Entry::prefetch_for_janitor(next);
                 f(entry);
                 taken += 1;
             }

@@ -411,8 +411,9 @@ mod tests {
     fn a_touch_judged_by_a_trailing_time_dates_its_move_by_the_latest_time_it_can_be() {
         let scale = scale(); // wheel tick 10 ms, expire 1 s
         let lag = 30 * MS;
-        let life = Life::new(scale.deadline_after_touch(95 * MS), false); // deadline 110
-                                                                          // Seen at 60 ms, the time is at most 90 ms: 90 ms + 1 s stays inside tick 110.
+        // Set at 95 ms: deadline 110 (1100 ms).
+        let life = Life::new(scale.deadline_after_touch(95 * MS), false);
+        // Seen at 60 ms, the time is at most 90 ms: 90 ms + 1 s stays inside tick 110.
         assert_eq!(life.touch_seen(60 * MS, lag, &scale), Touch::Live);
         assert_eq!(life.load().deadline(), 110, "no move is due");
         // Seen at 95 ms, the time may be 125 ms (the coarse clock 30 ms behind): the move
@@ -445,12 +446,12 @@ mod tests {
             for seen in (set_at..set_at + 40 * MS).step_by(MS as usize) {
                 let life = Life::new(scale.deadline_after_touch(set_at), false);
                 assert_eq!(life.touch_seen(seen, lag, &scale), Touch::Live);
-                let dead_at = life.load().deadline() * tick;
+                let deadline = life.load().deadline();
+                let dead_at = deadline * tick;
                 assert!(dead_at >= seen + lag + expire, "set {set_at}, seen {seen}: dead at {dead_at}, early");
-                assert!(
-                    dead_at < (seen + lag + expire + tick).max(scale.deadline_after_touch(set_at) * tick + 1),
-                    "set {set_at}, seen {seen}: dead at {dead_at}, later than the bound"
-                );
+                assert!(dead_at < seen + lag + expire + tick, "set {set_at}, seen {seen}: dead at {dead_at}, late");
+                let dated = scale.deadline_after_touch(seen + lag);
+                assert_eq!(deadline, dated.max(scale.deadline_after_touch(set_at)), "set {set_at}, seen {seen}");
             }
         }
     }
