@@ -93,29 +93,32 @@ impl<K, V> Entry<K, V> {
         Some(self.value.with_mut(|value| unsafe { ManuallyDrop::take(&mut *value) }))
     }
 
-    /// Starts loading the cache lines of the entry at `entry` that the janitor's intake walk
-    /// reads and writes: `life`, the wheel links and `intake_next` (not the key or the value,
-    /// however large). `entry` may be any pointer, null included: the address is only
-    /// computed, and a prefetch reads nothing the program sees. The walk calls it on the
-    /// entry after the one it works on, so that one entry's misses overlap the work on the
-    /// one before (whose `life` RMW, when it takes a new entry, holds back the loads after
-    /// it).
+    /// Starts loading the cache lines of the entry at `entry` that the janitor reads and
+    /// writes as it takes the entry off an intake and later lets go of it: every field's
+    /// first and last byte, so every line of an entry of small fields, and not the interior
+    /// of a large key or value. `entry` may be any pointer, null included: the address is
+    /// only computed, and a prefetch reads nothing the program sees. The intake walk calls
+    /// it on the entry after the one it works on, so that one entry's misses overlap the
+    /// work on the one before (whose `life` RMW, when it takes a new entry, holds back the
+    /// loads after it).
     #[inline]
     pub(crate) fn prefetch_for_janitor(entry: *const Entry<K, V>) {
         if entry.is_null() {
             return;
         }
         let start = entry.cast::<u8>();
-        let timer_end = offset_of!(Entry<K, V>, timer) + size_of::<TimerLinks<Entry<K, V>>>() - 1;
-        // The wheel links are packed to 4-byte alignment and may straddle two lines: both
-        // of their ends. The others are 8-byte words, each on one line.
-        for offset in [
-            offset_of!(Entry<K, V>, life),
-            offset_of!(Entry<K, V>, timer),
-            timer_end,
-            offset_of!(Entry<K, V>, intake_next),
-        ] {
+        let fields = [
+            (offset_of!(Self, links), size_of::<SlotLinks<Self>>()),
+            (offset_of!(Self, life), size_of::<Life>()),
+            (offset_of!(Self, key), size_of::<K>()),
+            (offset_of!(Self, value), size_of::<V>()),
+            (offset_of!(Self, lease), size_of::<Lease>()),
+            (offset_of!(Self, timer), size_of::<TimerLinks<Self>>()),
+            (offset_of!(Self, intake_next), size_of::<AtomicPtr<Self>>()),
+        ];
+        for (offset, size) in fields {
             prefetch(start.wrapping_add(offset));
+            prefetch(start.wrapping_add(offset + size.saturating_sub(1)));
         }
     }
 
