@@ -606,6 +606,17 @@ timing_tests! {
     lockfree_sleepy_clock: lockfree_on_a_sleepy_clock;
 }
 
+/// The whole suite on the default clock's coarse path, which the configurations above, all
+/// with a wheel tick under 128 ms, never take: tick and expire 1.2 s give a 150 ms wheel
+/// tick, at least twice the coarse clock's lag wherever the kernel's timer interrupts come
+/// every 4 ms or faster (64 ms here). Hits are judged by the coarse clock and their moves
+/// dated by it plus the lag; every bound, and the end state (all swept), is checked as above
+/// at 2 and 16 threads.
+#[test]
+fn lockfree_default_clock_on_the_coarse_clock() {
+    check("lockfree_default_clock", lockfree_default_clock, 1200 * MS, 1200 * MS, &[2, 16], false);
+}
+
 /// On the default clock every hit's new life runs from the hit's start, also where the map
 /// judges entries by the kernel's coarse clock (which trails the exact time by a timer
 /// interrupt or so, 4 ms here) and dates a hit's move by that reading plus the lag.
